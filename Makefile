@@ -1,0 +1,35 @@
+# The two entry points of the README: `make demo` and `make test`. Both set everything up
+# themselves on a fresh machine (Python venv with the pinned stack; system tools for tests).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+DEMO_OUT ?= edgepack-out
+
+.PHONY: demo test setup system-deps clean benchmark
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# one resolver run for the whole stack; torch==2.13.0 is the CPU build (never a CUDA one)
+	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/python -c "import torch; assert '+cpu' in torch.__version__ or not torch.cuda.is_available(), torch.__version__"
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+setup: $(STAMP)
+
+# Debian's adb client (device tests), the Kotlin compiler from npm (Android app logic tests).
+system-deps:
+	@if ! command -v adb >/dev/null; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq adb >/dev/null; fi
+
+demo: setup
+	$(BIN)/edgepack convert -o $(DEMO_OUT)
+
+test: setup system-deps
+	$(BIN)/python -m pytest -q
+
+benchmark: setup
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT)

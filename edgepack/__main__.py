@@ -1,0 +1,3 @@
+from edgepack.cli import entry_point
+
+entry_point()

@@ -1,0 +1,143 @@
+"""The `edgepack` command. Each command parses flags, calls the SDK, renders the result; `main`
+is the only place that turns errors into one line and an exit code."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from edgepack import __version__, console
+from edgepack.errors import EdgepackError, SpecError, ValidationError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="edgepack")
+@click.option("-v", "--verbose", count=True, help="-v: show every external command; -vv: and its output.")
+@click.option("--debug", is_flag=True, help="Print the full traceback on errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
+    """Turn a trained vision model into validated mobile artifacts, starter apps and device tests."""
+    console.setup_logging(verbose)
+    ctx.obj = {"debug": debug}
+
+
+def _spec_options(f):
+    options = [
+        click.option("-c", "--config", type=click.Path(dir_okay=False), help="edgepack.yaml (flags override it)."),
+        click.option("--task", type=click.Choice(["detect", "classify"]), help="Model task."),
+        click.option("--formats", help="Comma list of formats (ncnn,mnn,...). Default: all available."),
+        click.option("--precisions", help="Comma list: fp32,fp16,int8-weight,int8-dynamic,int8."),
+        click.option("--input-shape", help="1,C,H,W: needed for dynamic ONNX inputs and TorchScript."),
+        click.option("--labels", type=click.Path(), help="Text file, one class name per line."),
+        click.option("--calib", type=click.Path(), help="Folder of calibration images (int8)."),
+        click.option("--calib-count", type=int, help="How many calibration images to use (default 200)."),
+        click.option("-o", "--output", help="Output folder (default edgepack-out)."),
+        click.option("--strict", is_flag=True, help="Treat degraded artifacts as errors."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _load(config, **overrides):
+    from edgepack.spec import load_spec
+
+    return load_spec(config, overrides)
+
+
+def _finish(manifest: dict, out: str, strict: bool) -> None:
+    from edgepack.report import print_summary
+
+    print_summary(manifest, out)
+    failed = [e["id"] for e in manifest["artifacts"] if e.get("status") == "failed"]
+    degraded = [e["id"] for e in manifest["artifacts"] if e.get("status") == "degraded"]
+    if failed:
+        raise ValidationError(f"{len(failed)} artifact(s) failed validation: {', '.join(failed)} (report in {out}/manifest.json)")
+    if strict and degraded:
+        raise ValidationError(f"--strict: {len(degraded)} artifact(s) degraded: {', '.join(degraded)}")
+
+
+@cli.command()
+@click.argument("model", required=False)
+@_spec_options
+def convert(model, config, task, formats, precisions, input_shape, labels, calib, calib_count, output, strict) -> None:
+    """Convert MODEL (.onnx, TorchScript .pt, package.module:factory; none: the built-in example)
+    to every requested format and precision, validate each on its host runtime, write OUT/manifest.json."""
+    from edgepack.pipeline import Build
+
+    spec = _load(
+        config, model=model, task=task, formats=formats, precisions=precisions, input_shape=input_shape,
+        labels=labels, calib=calib, calib_count=calib_count, output=output, strict=strict,
+    )
+    command = "edgepack " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    manifest = Build(spec, command=command).run()
+    _finish(manifest, manifest["_out"], spec.validation.strict)
+    console.info(f"outputs in {manifest['_out']}  (next: edgepack build --target android {manifest['_out']})")
+
+
+@cli.command()
+@click.argument("out", type=click.Path())
+@click.option("--strict", is_flag=True, help="Treat degraded artifacts as errors.")
+def validate(out, strict) -> None:
+    """Run every artifact in OUT again on its host runtime and update the manifest."""
+    from edgepack.validate.rerun import revalidate
+
+    manifest = revalidate(out)
+    _finish(manifest, out, strict)
+
+
+@cli.command()
+@click.argument("target", type=click.Path())
+def inspect(target) -> None:
+    """Print inputs/outputs, precision, size and metadata of an artifact or an output folder."""
+    from edgepack.inspect import inspect_path
+
+    inspect_path(Path(target))
+
+
+@cli.command()
+@click.option("-o", "--output", default="edgepack.yaml", show_default=True, help="Where to write the config.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def init(output, force) -> None:
+    """Write a commented edgepack.yaml to start from."""
+    from edgepack.config_template import CONFIG_TEMPLATE
+
+    path = Path(output)
+    if path.exists() and not force:
+        raise SpecError(f"{path} already exists", "pass --force to overwrite it")
+    path.write_text(CONFIG_TEMPLATE)
+    console.info(f"wrote {path}: edit it, then run `edgepack convert -c {path}`")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        cli.main(args=argv, prog_name="edgepack", standalone_mode=False)
+        return 0
+    except EdgepackError as e:
+        if "--debug" in (argv if argv is not None else sys.argv):
+            traceback.print_exc()
+        console.console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        return e.exit_code
+    except click.exceptions.Abort:
+        console.console.print("aborted")
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except KeyboardInterrupt:
+        console.console.print("aborted")
+        return 130
+    except Exception as e:  # a bug or an unexpected tool failure: still one line, unless --debug
+        if "--debug" in (argv if argv is not None else sys.argv):
+            traceback.print_exc()
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        console.console.print(f"error: {type(e).__name__}: {first} (run with --debug for the traceback)", markup=False, soft_wrap=True)
+        return 1
+
+
+def entry_point() -> None:
+    sys.exit(main())

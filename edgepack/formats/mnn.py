@@ -1,0 +1,132 @@
+"""MNN .mnn through MNN's native converter module; validated with the MNN Python runtime.
+
+The `mnnconvert`/`mnnquant` console scripts of the mnn wheel import `MNN.tools.utils.log`,
+which pip-installs a logging SDK and uploads usage telemetry. edgepack never imports those
+wrappers: it calls the wheel's native `_tools` extension in a child interpreter (which also
+keeps the converter's fd-1 chatter and any native crash away from this process).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack.errors import ConversionError, MissingDependencyError
+from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, TargetFormat, fit_shape
+from edgepack.native import captured_native_stdout
+from edgepack.tools import run_python
+
+# Exit 0 only when the converter said so: _tools.mnnconvert returns True even on failure.
+CONVERT_SNIPPET = (
+    "import sys, _tools\n"
+    "_tools.mnnconvert(sys.argv[1:])\n"
+)
+PRECISION_FLAGS = {
+    "fp32": [],
+    "fp16": ["--fp16"],
+    "int8-weight": ["--weightQuantBits", "8"],
+    "int8": [],  # fp32 first, then the quantization tool
+}
+_NOT_SUPPORTED = re.compile(r"Op Not Support:\s*(.+)")
+
+
+def convert_onnx(onnx_path: Path, out_path: Path, flags: list[str], workdir: Path, log_name: str) -> None:
+    argv = ["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(out_path), "--bizCode", "edgepack"]
+    output = run_python("mnn", CONVERT_SNIPPET, argv + flags, cwd=workdir, log_file=workdir / log_name)
+    missing = _NOT_SUPPORTED.search(output)
+    if missing:
+        ops = [op.split("::")[-1] for op in missing.group(1).split()]
+        node = _first_node_of(onnx_path, ops[0])
+        raise ConversionError(
+            f"mnn: unsupported op {ops[0]} at node '{node}'" + (f" (also: {', '.join(ops[1:])})" if ops[1:] else ""),
+            "replace that operation in the model, or drop mnn from --formats",
+        )
+    if "Converted Success" not in output or not out_path.is_file():
+        tail = " | ".join(output.strip().splitlines()[-2:])
+        raise ConversionError(f"mnn: conversion failed: {tail} (full log: {workdir / log_name})")
+
+
+def _first_node_of(onnx_path: Path, op_type: str) -> str:
+    import onnx
+
+    for node in onnx.load(str(onnx_path), load_external_data=False).graph.node:
+        if node.op_type == op_type:
+            return node.name or node.output[0]
+    return "?"
+
+
+class MnnRunner:
+    def __init__(self, path: Path, entry: dict[str, Any], threads: int) -> None:
+        with captured_native_stdout("MNN"):  # MNN prints its CPU features on import
+            import MNN.nn as nn
+
+        precision = {"fp32": "high", "fp16": "low"}.get(entry["precision"], "normal")
+        self.input_name = entry["inputs"][0]["name"]
+        self.output_names = [o["name"] for o in entry["outputs"]]
+        self.output_shapes = [o["shape"] for o in entry["outputs"]]
+        with captured_native_stdout("MNN"):
+            runtime = nn.create_runtime_manager(({"backend": "CPU", "precision": precision, "numThread": threads},))
+            self.module = nn.load_module_from_file(str(path), [self.input_name], self.output_names, runtime_manager=runtime)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        import MNN.expr as F
+
+        with captured_native_stdout("MNN"):
+            outputs = self.module.forward([F.const(np.ascontiguousarray(x, np.float32), list(x.shape), F.NCHW)])
+            results = []
+            for var, shape in zip(outputs, self.output_shapes):
+                if var.data_format == F.NC4HW4:
+                    var = F.convert(var, F.NCHW)
+                results.append(fit_shape(np.array(var.read(), dtype=np.float32), shape))
+        return results
+
+
+@FORMATS.register("mnn")
+class MnnFormat(TargetFormat):
+    info = FormatInfo(
+        name="mnn",
+        title="MNN",
+        precisions=("fp32", "fp16", "int8-weight", "int8"),
+        default_precisions=("fp32", "fp16", "int8-weight"),
+        calibrated=("int8",),
+        runtime="MNN",
+        platforms=("android",),
+    )
+
+    def check_environment(self) -> None:
+        try:
+            with captured_native_stdout("MNN"):  # MNN prints its CPU features on import
+                import MNN  # noqa: F401
+        except ImportError:
+            raise MissingDependencyError("mnn needs the MNN package", "pip install -e .") from None
+
+    def convert(self, job: ConversionJob) -> ConvertedModel:
+        out = job.workdir / "model.mnn"
+        convert_onnx(job.model.onnx_path, out, PRECISION_FLAGS[job.precision], job.workdir, "mnnconvert.log")
+        details: dict[str, Any] = {}
+        if job.precision == "int8":
+            from edgepack.quantize import mnn_int8
+
+            out, details = mnn_int8.quantize(job, out)
+        return ConvertedModel(
+            files={"model": out},
+            input_name=job.model.input_name,
+            output_names=list(job.model.output_names),
+            details=details,
+        )
+
+    def open_runner(self, files: dict[str, Path], entry: dict[str, Any], threads: int) -> HostRunner:
+        return MnnRunner(files["model"], entry, threads)
+
+    def describe(self, files: dict[str, Path]) -> dict[str, Any]:
+        import MNN
+
+        with captured_native_stdout("MNN"):
+            interpreter = MNN.Interpreter(str(files["model"]))
+            session = interpreter.createSession({"backend": "CPU"})
+            inputs = {k: v.getShape() for k, v in interpreter.getSessionInputAll(session).items()}
+            outputs = {k: v.getShape() for k, v in interpreter.getSessionOutputAll(session).items()}
+        return {"inputs": inputs, "outputs": outputs, "model_uuid": MNN.get_model_uuid(str(files["model"]))}

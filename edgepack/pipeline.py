@@ -1,0 +1,374 @@
+"""The convert recipe: source -> canonical ONNX -> reference -> every (format, precision) ->
+validation -> manifest, built in a staging folder and moved into place only at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from edgepack import __version__, console
+from edgepack.errors import OutputError, SourceError, SpecError
+from edgepack.formats import FORMATS, ConversionJob, TargetFormat
+from edgepack.manifest import MANIFEST_NAME, SCHEMA, write_json_atomic
+from edgepack.preprocess import generated_images, load_image, preprocess, sample_images
+from edgepack.sources import CanonicalModel, load_source
+from edgepack.spec import BUILTIN_PREFIX, BuildSpec, read_labels
+from edgepack.tools import package_version, sha256_file
+from edgepack.validate import detection, metrics
+from edgepack.validate.reference import OnnxRuntimeRunner, run_all
+from edgepack.validate.validator import TaskSpec, compare, task_outputs
+
+VALIDATION_SEED = 20261121  # generated validation scenes; calibration uses other seeds
+CALIBRATION_SEED = 7
+TOOL_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxsim", "pnnx", "ncnn", "mnn", "numpy")
+
+
+@dataclass(frozen=True)
+class PlannedArtifact:
+    format: str
+    precision: str
+
+    @property
+    def id(self) -> str:
+        return f"{self.format}-{self.precision}"
+
+
+def make_plan(spec: BuildSpec, builtin: bool) -> list[PlannedArtifact]:
+    """Every (format, precision) to build, checked before any heavy work."""
+    targets = spec.targets or {
+        name: list(FORMATS.get(name).info.default_precisions) for name in FORMATS if FORMATS.get(name).info.default_enabled
+    }
+    plan = []
+    for name, precisions in targets.items():
+        info = FORMATS.get(name).info
+        for precision in precisions or info.default_precisions:
+            if precision not in info.precisions:
+                raise SpecError(f"{name}: precision {precision!r} is not supported (choose from: {', '.join(info.precisions)})")
+            if precision in info.calibrated and spec.calibration.images is None and not builtin:
+                raise SpecError(f"{name} {precision} needs calibration images", "pass --calib DIR with ~100+ representative images")
+            plan.append(PlannedArtifact(name, precision))
+    if not plan:
+        raise SpecError("nothing to build: no format/precision selected")
+    return plan
+
+
+def is_builtin(spec: BuildSpec) -> bool:
+    return spec.model.source is None or spec.model.source.startswith(BUILTIN_PREFIX)
+
+
+@contextlib.contextmanager
+def staged_output(out: Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside OUT; on success it replaces OUT, on failure it vanishes."""
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).is_file())):
+        raise OutputError(f"output folder {out} exists and is not an edgepack output", "choose another -o or remove it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    except OSError as e:
+        raise OutputError(f"output folder {out} is not writable ({e.strerror})", "choose another -o") from None
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+    staging.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve_labels(spec: BuildSpec, model: CanonicalModel, builtin: bool) -> list[str]:
+    """Labels from the spec (count checked against the model), the built-in's, or class_N."""
+    m = spec.model
+    if m.task == "classify":
+        expected = int(np.prod(model.output_shapes[0][1:]))
+    elif m.head in ("yolov8", "yolov5"):
+        expected = detection.num_classes(m.head, model.output_shapes[0])
+    else:
+        expected = None
+    if m.labels is not None:
+        labels = read_labels(m.labels)
+        if expected is not None and len(labels) != expected:
+            raise SpecError(
+                f"labels file {m.labels} has {len(labels)} names but the model has {expected} classes",
+                "give one name per class, one per line",
+            )
+        return labels
+    if builtin:
+        from edgepack import builtin
+
+        return list(builtin.EXAMPLES[_builtin_name(spec)].labels)
+    if expected is None:
+        return []
+    console.warn(f"no labels file given: naming the {expected} classes class_0..class_{expected - 1} (use --labels)")
+    return [f"class_{i}" for i in range(expected)]
+
+
+def _builtin_name(spec: BuildSpec) -> str:
+    source = spec.model.source
+    if source is None:
+        return "shapes-classifier" if spec.model.task == "classify" else "shapes-detector"
+    return source[len(BUILTIN_PREFIX) :]
+
+
+def _images_to_tensors(images: list[np.ndarray], spec: BuildSpec, shape: tuple[int, ...]) -> np.ndarray:
+    return np.stack([preprocess(image, spec.model, shape)[0] for image in images])
+
+
+def validation_inputs(spec: BuildSpec, model: CanonicalModel) -> tuple[np.ndarray, str]:
+    v = spec.validation
+    if v.images:
+        paths = sample_images(v.images, v.count, seed=VALIDATION_SEED)
+        return _images_to_tensors([load_image(p) for p in paths], spec, model.input_shape), f"{v.images} ({len(paths)} images)"
+    images = generated_images(v.count, VALIDATION_SEED, model.image_size)
+    return _images_to_tensors(images, spec, model.input_shape), f"generated shapes scenes (seed {VALIDATION_SEED})"
+
+
+def calibration_inputs(spec: BuildSpec, model: CanonicalModel) -> np.ndarray:
+    c = spec.calibration
+    if c.images:
+        paths = sample_images(c.images, c.count, seed=c.seed)
+        if len(paths) < 100:
+            console.warn(f"only {len(paths)} calibration images in {c.images}: int8 ranges may be unreliable (100+ recommended)")
+        return _images_to_tensors([load_image(p) for p in paths], spec, model.input_shape)
+    # the built-in example calibrates on its own generated data
+    return _images_to_tensors(generated_images(min(c.count, 64), CALIBRATION_SEED + c.seed, model.image_size), spec, model.input_shape)
+
+
+def _model_name(spec: BuildSpec, model: CanonicalModel, builtin: bool) -> str:
+    if spec.model.name:
+        return spec.model.name
+    if builtin:
+        return _builtin_name(spec)
+    stem = Path(model.source.split(":")[-1]).stem
+    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in stem) or "model"
+
+
+def _file_suffix(path: Path) -> str:
+    """Converters name their files model<suffix> (model.ncnn.param, model.mnn, ...)."""
+    return path.name[len("model") :] if path.name.startswith("model") else path.suffix
+
+
+def _io_record(spec: BuildSpec, model: CanonicalModel, layout: str) -> tuple[list[dict], list[dict]]:
+    n, c, h, w = model.input_shape
+    shape = [n, c, h, w] if layout == "NCHW" else [n, h, w, c]
+    inputs = [{"name": model.input_name, "shape": shape, "dtype": "float32", "layout": layout}]
+    outputs = [{"name": name, "shape": list(s), "dtype": "float32"} for name, s in zip(model.output_names, model.output_shapes)]
+    return inputs, outputs
+
+
+class Build:
+    """One `edgepack convert` run."""
+
+    def __init__(self, spec: BuildSpec, module: Any = None, example_input: Any = None, command: str | None = None) -> None:
+        self.spec = spec
+        self.module = module
+        self.example_input = example_input
+        self.command = command or "edgepack (python API)"
+        self.builtin = module is None and is_builtin(spec)
+        self.plan = make_plan(spec, self.builtin)
+        self.task = TaskSpec(spec.model.task, spec.model.head, spec.validation.score_threshold, spec.validation.iou_threshold)
+
+    def run(self) -> dict[str, Any]:
+        for name in {p.format for p in self.plan}:
+            FORMATS.get(name)().check_environment()
+        out = Path(self.spec.output).resolve()
+        started = time.perf_counter()
+        with tempfile.TemporaryDirectory(prefix="edgepack-work-") as tmp, staged_output(out) as staging:
+            work = Path(tmp)
+            with console.step("Loading", "source model") as s:
+                model = load_source(self.spec.model, work, self.module, self.example_input)
+                s["note"] = f"{model.source_kind}, input {list(model.input_shape)}, opset {model.opset}"
+            labels = resolve_labels(self.spec, model, self.builtin)
+            self.task = dataclasses.replace(self.task, num_classes=len(labels) or None)
+            name = _model_name(self.spec, model, self.builtin)
+            with console.step("Preparing", "validation inputs") as s:
+                inputs, origin = validation_inputs(self.spec, model)
+                s["note"] = f"{len(inputs)} images: {origin}"
+            with console.step("Running", "reference (onnxruntime)") as s:
+                reference_runner = OnnxRuntimeRunner(model.onnx_path, self.spec.validation.threads)
+                reference = run_all(reference_runner, inputs)
+                reference_task = task_outputs(self.task, reference)
+                source_check = self._check_source_vs_onnx(model, inputs, reference)
+                s["note"] = source_check.get("summary", "")
+            manifest = self._manifest_header(model, labels, name, origin, source_check)
+            manifest["validation"]["images"] = int(len(inputs))
+            self._write_validation_set(staging, model, inputs, reference, reference_task)
+            (staging / "labels.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
+            calibration_cache: dict[str, np.ndarray] = {}
+
+            def calibration() -> np.ndarray:
+                if "x" not in calibration_cache:
+                    calibration_cache["x"] = calibration_inputs(self.spec, model)
+                return calibration_cache["x"]
+
+            for planned in self.plan:
+                entry = self._build_artifact(planned, model, labels, name, work, staging, calibration, manifest)
+                fmt = FORMATS.get(planned.format)()
+                with console.step("Validating", planned.id) as s:
+                    runner = fmt.open_runner({r: staging / p for r, p in entry["files"].items()}, entry, self.spec.validation.threads)
+                    entry["validation"] = compare(
+                        runner, inputs, reference, model.output_names, planned.precision, self.task, reference_task,
+                        self.spec.validation.latency_runs, self.spec.validation.threads,
+                    )
+                    entry["status"] = entry["validation"]["status"]
+                    s["note"] = _status_note(entry)
+                for suffix, text in fmt.sidecars(entry).items():
+                    sidecar = Path(entry["files"][next(iter(entry["files"]))]).parent / f"{name}-{planned.precision}{suffix}"
+                    (staging / sidecar).write_text(text)
+                    entry["files"]["sidecar"] = str(sidecar)
+                manifest["artifacts"].append(entry)
+            shutil.copy(model.onnx_path, staging / "reference" / "model.onnx")
+            manifest["build_seconds"] = round(time.perf_counter() - started, 2)
+            write_json_atomic(staging / MANIFEST_NAME, manifest)
+        manifest["_out"] = str(out)
+        return manifest
+
+    def _build_artifact(self, planned, model, labels, name, work, staging, calibration, manifest) -> dict[str, Any]:
+        fmt: TargetFormat = FORMATS.get(planned.format)()
+        job_dir = work / planned.id
+        job_dir.mkdir()
+        job = ConversionJob(model, planned.precision, job_dir, self.spec, labels, name, calibration)
+        start = time.perf_counter()
+        with console.step("Converting", planned.id) as s:
+            converted = fmt.convert(job)
+            target_dir = staging / planned.format
+            target_dir.mkdir(exist_ok=True)
+            files, hashes, size = {}, {}, 0
+            for role, path in converted.files.items():
+                dest = target_dir / f"{name}-{planned.precision}{_file_suffix(path)}"
+                if path.is_dir():
+                    shutil.copytree(path, dest)
+                    size += sum(f.stat().st_size for f in dest.rglob("*") if f.is_file())
+                else:
+                    shutil.copy(path, dest)
+                    size += dest.stat().st_size
+                    hashes[role] = sha256_file(dest)
+                files[role] = str(dest.relative_to(staging))
+            s["note"] = f"{size / 1e6:.2f} MB"
+        for warning in converted.warnings:
+            console.warn(f"{planned.id}: {warning}")
+        inputs, outputs = _io_record(self.spec, model, converted.layout)
+        return {
+            "id": planned.id,
+            "format": planned.format,
+            "precision": planned.precision,
+            "files": files,
+            "size_bytes": size,
+            "sha256": hashes,
+            "task": self.spec.model.task,
+            "head": self.spec.model.head if self.spec.model.task == "detect" else None,
+            "inputs": inputs,
+            "outputs": outputs,
+            "runtime_io": {"input": converted.input_name, "outputs": converted.output_names},
+            "preprocessing": {**manifest["preprocessing"], "layout": converted.layout},
+            "labels": "labels.txt",
+            planned.format: converted.details,
+            "conversion_seconds": round(time.perf_counter() - start, 2),
+        }
+
+    def _check_source_vs_onnx(self, model: CanonicalModel, inputs: np.ndarray, reference: list[np.ndarray]) -> dict[str, Any]:
+        """When the source is PyTorch, the ONNX export itself must not change the answers."""
+        if model.torch_module is None:
+            return {}
+        import torch
+
+        with torch.no_grad():
+            outs = [model.torch_module(torch.from_numpy(x)) for x in inputs]
+        outs = [o if isinstance(o, (list, tuple)) else (o,) for o in outs]
+        torch_outputs = [np.stack([o[i].numpy() for o in outs]) for i in range(len(outs[0]))]
+        cos = min(metrics.cosine(t, r) for t, r in zip(torch_outputs, reference))
+        diff = max(metrics.max_abs(t, r) for t, r in zip(torch_outputs, reference))
+        if cos < 0.9999:
+            raise SourceError(f"the ONNX export changes the model's answers (cosine {cos:.5f} vs torch)", "check for ops with training-only behaviour")
+        return {"torch_vs_onnx_cosine": cos, "torch_vs_onnx_max_abs": diff, "summary": f"torch vs onnx max-abs {diff:.2e}"}
+
+    def _manifest_header(self, model, labels, name, origin, source_check) -> dict[str, Any]:
+        m = self.spec.model
+        _, c, h, w = model.input_shape
+        return {
+            "schema": SCHEMA,
+            "edgepack_version": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": self.command,
+            "model": {
+                "name": name,
+                "source": model.source,
+                "source_kind": model.source_kind,
+                "source_sha256": model.source_sha256,
+                "task": m.task,
+                "head": m.head if m.task == "detect" else None,
+                "num_classes": len(labels),
+                "labels": labels,
+                "labels_file": "labels.txt",
+                "onnx_opset": model.opset,
+                "description": m.description,
+                "version": m.version,
+                "author": m.author,
+                "license": m.license,
+            },
+            "preprocessing": {
+                "input_shape": list(model.input_shape),
+                "resize": m.resize,
+                "pad_value": 114 if m.resize == "letterbox" else None,
+                "color_order": m.color_order,
+                "mean": list(m.mean),
+                "std": list(m.std),
+                "layout": "NCHW",
+                "formula": "x = (pixel[color_order] - mean) / std, pixel in 0..255",
+            },
+            "postprocessing": {
+                "box_format": "cxcywh, model-input pixels" if m.task == "detect" else None,
+                "score_threshold": self.spec.validation.score_threshold,
+                "iou_threshold": self.spec.validation.iou_threshold,
+            },
+            "reference": {
+                "runtime": "onnxruntime",
+                "onnx": "reference/model.onnx",
+                **{k: v for k, v in source_check.items() if k != "summary"},
+            },
+            "validation": {
+                "origin": origin,
+                "inputs": "validation/inputs.npz",
+                "reference_outputs": "validation/reference.npz",
+                "reference_task_outputs": "validation/reference_task.json",
+                "images": None,
+            },
+            "tools": {"python": sys.version.split()[0], **{p: package_version(p) for p in TOOL_PACKAGES}},
+            "artifacts": [],
+        }
+
+    @staticmethod
+    def _write_validation_set(staging: Path, model, inputs, reference, reference_task) -> None:
+        import json
+
+        (staging / "validation").mkdir()
+        (staging / "reference").mkdir()
+        np.savez_compressed(staging / "validation" / "inputs.npz", inputs=inputs.astype(np.float32))
+        np.savez_compressed(staging / "validation" / "reference.npz", **dict(zip(model.output_names, reference)))
+        task = [d.to_list() if isinstance(d, detection.Detections) else d for d in reference_task]
+        (staging / "validation" / "reference_task.json").write_text(json.dumps(task))
+
+
+def _status_note(entry: dict[str, Any]) -> str:
+    v = entry["validation"]
+    if v["status"] == "failed":
+        return f"FAILED: {'; '.join(v['reasons'])}"
+    note = f"cos {v['cosine']:.6f}"
+    if "task_agreement" in v:
+        note += f", {v['task_metric']} {v['task_agreement']:.3f}"
+    return note + (f" [{v['status']}: {'; '.join(v['reasons'])}]" if v["status"] != "ok" else "")

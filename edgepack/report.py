@@ -1,0 +1,46 @@
+"""The summary table printed at the end of convert and validate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgepack import console
+
+COLUMNS = ("artifact", "precision", "size", "cosine", "max-abs", "PSNR dB", "task agr.", "latency ms", "status")
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value == float("inf"):
+        return "inf"
+    return format(value, spec)
+
+
+def artifact_row(entry: dict[str, Any]) -> list[str]:
+    v = entry.get("validation") or {}
+    status = entry.get("status", "-")
+    colour = {"ok": "green", "degraded": "yellow", "failed": "red"}.get(status, "cyan")
+    task = f"{v['task_agreement']:.3f}" if "task_agreement" in v else "-"
+    latency = v.get("latency", {}).get("median_ms")
+    return [
+        entry["id"],
+        entry["precision"],
+        f"{entry['size_bytes'] / 1e6:.2f} MB",
+        _fmt(v.get("cosine"), ".6f"),
+        _fmt(v.get("max_abs"), ".2e"),
+        _fmt(v.get("psnr"), ".1f"),
+        task,
+        _fmt(latency, ".2f"),
+        f"[{colour}]{status}[/{colour}]",
+    ]
+
+
+def print_summary(manifest: dict[str, Any], out_dir: str) -> None:
+    rows = [artifact_row(e) for e in manifest["artifacts"]]
+    model = manifest["model"]
+    console.table(f"{model['name']} ({model['task']}) -> {out_dir}", COLUMNS, rows)
+    for entry in manifest["artifacts"]:
+        reasons = (entry.get("validation") or {}).get("reasons") or []
+        if reasons:
+            console.stdout.print(f"  {entry['id']}: {'; '.join(reasons)}", markup=False)

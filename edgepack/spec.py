@@ -1,0 +1,255 @@
+"""What the user asks for: the build spec, loaded from edgepack.yaml and overridden by flags.
+
+Everything is checked here, before any heavy import, so a typo fails in milliseconds with the
+list of valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from edgepack.errors import SpecError
+
+TASKS = ("detect", "classify")
+HEADS = ("yolov8", "yolov5", "raw")
+COLOR_ORDERS = ("rgb", "bgr")
+RESIZE_MODES = ("letterbox", "stretch")
+BUILTIN_PREFIX = "builtin:"
+
+
+@dataclass
+class ModelSpec:
+    source: str | None = None  # file path, "package.module:factory", "builtin:NAME"; None = built-in example
+    task: str = "detect"
+    input_shape: tuple[int, ...] | None = None  # 1,3,H,W as the source model takes it
+    color_order: str = "rgb"
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # in 0..255 pixel units
+    std: tuple[float, float, float] = (255.0, 255.0, 255.0)
+    resize: str = "letterbox"
+    labels: str | None = None
+    head: str = "yolov8"
+    name: str | None = None
+    description: str = ""
+    version: str = "1.0"
+    author: str = ""
+    license: str = ""
+
+
+@dataclass
+class CalibrationSpec:
+    images: str | None = None
+    count: int = 200
+    method: str = "kl"
+    seed: int = 0
+
+
+@dataclass
+class ValidationSpec:
+    images: str | None = None
+    count: int = 8
+    score_threshold: float = 0.25
+    iou_threshold: float = 0.45
+    strict: bool = False
+    latency_runs: int = 10
+    threads: int = 2
+
+
+@dataclass
+class AppSpec:
+    name: str = "Edgepack Demo"
+    package: str = "dev.edgepack.demo"
+
+
+@dataclass
+class BuildSpec:
+    model: ModelSpec = field(default_factory=ModelSpec)
+    targets: dict[str, list[str]] = field(default_factory=dict)  # format -> precisions; empty = defaults
+    calibration: CalibrationSpec = field(default_factory=CalibrationSpec)
+    validation: ValidationSpec = field(default_factory=ValidationSpec)
+    app: AppSpec = field(default_factory=AppSpec)
+    output: str = "edgepack-out"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"model": ModelSpec, "calibration": CalibrationSpec, "validation": ValidationSpec, "app": AppSpec}
+
+
+def _coerce_section(name: str, cls: type, values: Mapping[str, Any], base: Any) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise SpecError(f"{name}: unknown key {unknown[0]!r} (valid keys: {', '.join(known)})")
+    return dataclasses.replace(base, **{k: v for k, v in values.items()})
+
+
+def parse_shape(text: str | list | tuple | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    parts = text.split(",") if isinstance(text, str) else list(text)
+    try:
+        shape = tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise SpecError(f"input shape {text!r} is not a list of integers", "use e.g. --input-shape 1,3,320,320") from None
+    if len(shape) != 4 or shape[0] != 1 or shape[1] not in (1, 3) or min(shape) <= 0:
+        raise SpecError(f"input shape {shape} is not 1,C,H,W with C=1 or 3", "use e.g. --input-shape 1,3,320,320")
+    return shape
+
+
+def parse_list(text: str | list | None) -> list[str] | None:
+    if text is None:
+        return None
+    items = text.split(",") if isinstance(text, str) else list(text)
+    return [str(i).strip() for i in items if str(i).strip()]
+
+
+def load_spec(config: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> BuildSpec:
+    """Defaults, then the YAML file (paths relative to it), then command-line overrides."""
+    spec = BuildSpec()
+    if config is not None:
+        path = Path(config)
+        if not path.is_file():
+            raise SpecError(f"config file {path} does not exist", "run `edgepack init` to write one")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise SpecError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise SpecError(f"config file {path} must be a mapping of sections")
+        spec = _apply_mapping(spec, data, base_dir=path.parent)
+    if overrides:
+        spec = _apply_overrides(spec, overrides)
+    check_spec(spec)
+    return spec
+
+
+def _resolve(path: str | None, base_dir: Path) -> str | None:
+    if path is None or ":" in path and not Path(path).exists() and not os.path.isabs(path):
+        return path  # module:factory or builtin: names are not paths
+    return str((base_dir / path).resolve()) if not os.path.isabs(path) else path
+
+
+def _apply_mapping(spec: BuildSpec, data: Mapping[str, Any], base_dir: Path) -> BuildSpec:
+    valid = set(_SECTIONS) | {"targets", "output"}
+    unknown = sorted(set(data) - valid)
+    if unknown:
+        raise SpecError(f"config: unknown section {unknown[0]!r} (valid sections: {', '.join(sorted(valid))})")
+    changes: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        if data.get(name):
+            changes[name] = _coerce_section(name, cls, data[name], getattr(spec, name))
+    spec = dataclasses.replace(spec, **changes)
+    m = spec.model
+    spec.model = dataclasses.replace(
+        m,
+        source=_resolve(m.source, base_dir),
+        labels=_resolve(m.labels, base_dir),
+        input_shape=parse_shape(m.input_shape),
+        mean=tuple(float(v) for v in m.mean),
+        std=tuple(float(v) for v in m.std),
+    )
+    spec.calibration.images = _resolve(spec.calibration.images, base_dir)
+    spec.validation.images = _resolve(spec.validation.images, base_dir)
+    if "targets" in data:
+        targets = data["targets"] or {}
+        if not isinstance(targets, dict):
+            raise SpecError("config: targets must map a format to a list of precisions, e.g. ncnn: [fp32, fp16]")
+        spec.targets = {str(k): parse_list(v) or [] for k, v in targets.items()}
+    if "output" in data:
+        spec.output = str(_resolve(str(data["output"]), base_dir))
+    return spec
+
+
+def _apply_overrides(spec: BuildSpec, o: Mapping[str, Any]) -> BuildSpec:
+    m = spec.model
+    if o.get("model") is not None:
+        m.source = str(o["model"])
+    if o.get("task"):
+        m.task = o["task"]
+    if o.get("input_shape"):
+        m.input_shape = parse_shape(o["input_shape"])
+    if o.get("labels"):
+        m.labels = str(o["labels"])
+    if o.get("calib"):
+        spec.calibration.images = str(o["calib"])
+    if o.get("calib_count"):
+        spec.calibration.count = int(o["calib_count"])
+    if o.get("output"):
+        spec.output = str(o["output"])
+    if o.get("strict"):
+        spec.validation.strict = True
+    formats = parse_list(o.get("formats"))
+    precisions = parse_list(o.get("precisions"))
+    if formats is not None:
+        spec.targets = {f: list(spec.targets.get(f, [])) for f in formats}
+    if precisions is not None:
+        spec.targets = _filter_precisions(list(spec.targets) or _default_format_names(), precisions)
+    return spec
+
+
+def _filter_precisions(format_names: list[str], precisions: list[str]) -> dict[str, list[str]]:
+    """`--precisions` applies to every chosen format that supports it ("int8" on Core ML means
+    int8 weights); a precision no chosen format supports is an error."""
+    from edgepack.formats import FORMATS
+
+    targets: dict[str, list[str]] = {}
+    for name in format_names:
+        supported = FORMATS.get(name).info.precisions
+        chosen = [p for p in precisions if p in supported]
+        if chosen:
+            targets[name] = chosen
+    for p in precisions:
+        if not any(p in chosen for chosen in targets.values()):
+            valid = sorted({q for n in format_names for q in FORMATS.get(n).info.precisions})
+            raise SpecError(f"precision {p!r} is not supported by {', '.join(format_names)} (choose from: {', '.join(valid)})")
+    return targets
+
+
+def _default_format_names() -> list[str]:
+    from edgepack.formats import FORMATS
+
+    return [name for name in FORMATS if FORMATS.get(name).info.default_enabled]
+
+
+def check_spec(spec: BuildSpec) -> None:
+    m = spec.model
+    for value, allowed, what in (
+        (m.task, TASKS, "task"),
+        (m.head, HEADS, "head"),
+        (m.color_order, COLOR_ORDERS, "color_order"),
+        (m.resize, RESIZE_MODES, "resize"),
+    ):
+        if value not in allowed:
+            raise SpecError(f"model.{what} {value!r} is not valid (choose from: {', '.join(allowed)})")
+    if len(m.mean) != 3 or len(m.std) != 3 or min(m.std) <= 0:
+        raise SpecError("model.mean and model.std need three values each, std > 0 (pixel units, 0..255)")
+    if m.labels is not None and not Path(m.labels).is_file():
+        raise SpecError(f"labels file {m.labels} does not exist", "give a text file with one class name per line")
+    if spec.calibration.count <= 0 or spec.validation.count <= 0:
+        raise SpecError("calibration.count and validation.count must be positive")
+    if spec.calibration.method not in ("kl", "minmax", "percentile"):
+        raise SpecError(f"calibration.method {spec.calibration.method!r} is not valid (choose from: kl, minmax, percentile)")
+    for name in ("images",):
+        for section in (spec.calibration, spec.validation):
+            folder = getattr(section, name)
+            if folder is not None and not Path(folder).is_dir():
+                raise SpecError(f"image folder {folder} does not exist", "pass a folder of .jpg/.png images")
+    from edgepack.formats import FORMATS
+
+    for fmt, precisions in spec.targets.items():
+        info = FORMATS.get(fmt).info  # raises with the list of formats
+        for p in precisions:
+            if p not in info.precisions:
+                raise SpecError(f"{fmt}: precision {p!r} is not supported (choose from: {', '.join(info.precisions)})")
+
+
+def read_labels(path: str | Path) -> list[str]:
+    labels = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    return [label for label in labels if label]

@@ -1,0 +1,50 @@
+"""`edgepack validate OUT`: run every artifact of an output folder again, from its manifest alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack import console
+from edgepack.formats import FORMATS
+from edgepack.formats.base import RuntimeUnavailable
+from edgepack.manifest import MANIFEST_NAME, artifact_files, load_manifest, write_json_atomic
+from edgepack.validate.validator import TaskSpec, compare, task_outputs
+
+
+def load_validation_set(out: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray]]:
+    v = manifest["validation"]
+    inputs = np.load(out / v["inputs"])["inputs"]
+    with np.load(out / v["reference_outputs"]) as ref:
+        names = [o["name"] for o in manifest["artifacts"][0]["outputs"]] if manifest["artifacts"] else list(ref.keys())
+        reference = [ref[n] for n in names]
+    return inputs, reference
+
+
+def revalidate(out_dir: str | Path, threads: int = 2, latency_runs: int = 10) -> dict[str, Any]:
+    out = Path(out_dir)
+    manifest = load_manifest(out)
+    inputs, reference = load_validation_set(out, manifest)
+    post = manifest["postprocessing"]
+    model = manifest["model"]
+    task = TaskSpec(model["task"], model["head"] or "raw", post["score_threshold"], post["iou_threshold"], model["num_classes"] or None)
+    reference_task = task_outputs(task, reference)
+    for entry in manifest["artifacts"]:
+        fmt = FORMATS.get(entry["format"])()
+        files = artifact_files(out, entry)
+        with console.step("Validating", entry["id"]) as s:
+            try:
+                runner = fmt.open_runner(files, entry, threads)
+            except RuntimeUnavailable as e:
+                s["note"] = f"not run on this host: {e}"
+                continue
+            names = [o["name"] for o in entry["outputs"]]
+            entry["validation"] = compare(
+                runner, inputs, reference, names, entry["precision"], task, reference_task, latency_runs, threads
+            )
+            entry["status"] = entry["validation"]["status"]
+            s["note"] = entry["status"]
+    write_json_atomic(out / MANIFEST_NAME, manifest)
+    return manifest
