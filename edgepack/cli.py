@@ -35,6 +35,8 @@ def _spec_options(f):
         click.option("--labels", type=click.Path(), help="Text file, one class name per line."),
         click.option("--calib", type=click.Path(), help="Folder of calibration images (int8)."),
         click.option("--calib-count", type=int, help="How many calibration images to use (default 200)."),
+        click.option("--int8-skip", help="Comma list of layer names to keep in float in int8 models."),
+        click.option("--explain", is_flag=True, help="Print which layers lose most when quantized (int8)."),
         click.option("-o", "--output", help="Output folder (default edgepack-out)."),
         click.option("--strict", is_flag=True, help="Treat degraded artifacts as errors."),
     ]
@@ -50,9 +52,10 @@ def _load(config, **overrides):
 
 
 def _finish(manifest: dict, out: str, strict: bool) -> None:
-    from edgepack.report import print_summary
+    from edgepack.report import print_sensitivity, print_summary
 
     print_summary(manifest, out)
+    print_sensitivity(manifest)
     failed = [e["id"] for e in manifest["artifacts"] if e.get("status") == "failed"]
     degraded = [e["id"] for e in manifest["artifacts"] if e.get("status") == "degraded"]
     if failed:
@@ -64,19 +67,54 @@ def _finish(manifest: dict, out: str, strict: bool) -> None:
 @cli.command()
 @click.argument("model", required=False)
 @_spec_options
-def convert(model, config, task, formats, precisions, input_shape, labels, calib, calib_count, output, strict) -> None:
+def convert(model, config, task, formats, precisions, input_shape, labels, calib, calib_count, int8_skip, explain, output, strict) -> None:
     """Convert MODEL (.onnx, TorchScript .pt, package.module:factory; none: the built-in example)
     to every requested format and precision, validate each on its host runtime, write OUT/manifest.json."""
     from edgepack.pipeline import Build
 
     spec = _load(
         config, model=model, task=task, formats=formats, precisions=precisions, input_shape=input_shape,
-        labels=labels, calib=calib, calib_count=calib_count, output=output, strict=strict,
+        labels=labels, calib=calib, calib_count=calib_count, int8_skip=int8_skip, explain=explain, output=output, strict=strict,
     )
     command = "edgepack " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     manifest = Build(spec, command=command).run()
     _finish(manifest, manifest["_out"], spec.validation.strict)
     console.info(f"outputs in {manifest['_out']}  (next: edgepack build --target android {manifest['_out']})")
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("--target", "targets", multiple=True, required=True, type=click.Choice(["android", "ios"]),
+              help="App platform to generate (repeatable).")
+@click.option("--app-name", help="Display name of the app (default: app.name in the config).")
+@click.option("--package", help="Android application id / iOS bundle id (default: app.package).")
+@click.option("--reconvert", is_flag=True, help="Convert again even when OUT already has a manifest.")
+@_spec_options
+def build(model, targets, app_name, package, reconvert, config, task, formats, precisions, input_shape, labels, calib,
+          calib_count, int8_skip, explain, output, strict) -> None:
+    """Convert (unless OUT already holds a conversion) and generate starter app projects in OUT/<target>/."""
+    from edgepack.apps import render_app
+    from edgepack.manifest import MANIFEST_NAME, load_manifest
+    from edgepack.pipeline import Build
+
+    spec = _load(
+        config, model=model, task=task, formats=formats, precisions=precisions, input_shape=input_shape,
+        labels=labels, calib=calib, calib_count=calib_count, int8_skip=int8_skip, explain=explain, output=output, strict=strict,
+    )
+    out = Path(spec.output).resolve()
+    if reconvert or model or config or not (out / MANIFEST_NAME).is_file():
+        command = "edgepack " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        manifest = Build(spec, command=command).run()
+        _finish(manifest, str(out), spec.validation.strict)
+    else:
+        console.info(f"using the existing conversion in {out} (--reconvert to redo it)")
+    manifest = load_manifest(out)
+    options = {"name": app_name or spec.app.name, "package": package or spec.app.package}
+    for target in targets:
+        with console.step("Generating", f"{target} project") as s:
+            project = render_app(target, manifest, out, options)
+            s["note"] = str(project)
+    console.info(f"open {out / targets[0]} in {'Android Studio' if targets[0] == 'android' else 'Xcode'}; see its README.md")
 
 
 @cli.command()

@@ -44,3 +44,15 @@ def print_summary(manifest: dict[str, Any], out_dir: str) -> None:
         reasons = (entry.get("validation") or {}).get("reasons") or []
         if reasons:
             console.stdout.print(f"  {entry['id']}: {'; '.join(reasons)}", markup=False)
+
+
+def print_sensitivity(manifest: dict[str, Any]) -> None:
+    """`--explain`: per-layer int8 sensitivity, worst first."""
+    for entry in manifest["artifacts"]:
+        rows = (entry.get(entry["format"]) or {}).get("sensitivity")
+        if rows:
+            console.table(
+                f"{entry['id']}: output cosine when only this layer is int8 (worst first)",
+                ("layer", "cosine"),
+                [(r["layer"], f"{r['cosine']:.6f}") for r in rows[:15]],
+            )

@@ -47,6 +47,9 @@ class CalibrationSpec:
     count: int = 200
     method: str = "kl"
     seed: int = 0
+    int8_skip: list[str] = field(default_factory=list)  # layers kept in float (ncnn layer names)
+    auto_mixed: bool = True  # keep stem and head in float when int8 task agreement is too low
+    explain: bool = False  # per-layer int8 sensitivity table
 
 
 @dataclass
@@ -181,6 +184,10 @@ def _apply_overrides(spec: BuildSpec, o: Mapping[str, Any]) -> BuildSpec:
         spec.calibration.images = str(o["calib"])
     if o.get("calib_count"):
         spec.calibration.count = int(o["calib_count"])
+    if o.get("explain"):
+        spec.calibration.explain = True
+    if o.get("int8_skip"):
+        spec.calibration.int8_skip = parse_list(o["int8_skip"]) or []
     if o.get("output"):
         spec.output = str(o["output"])
     if o.get("strict"):

@@ -1,0 +1,86 @@
+"""`--precisions int8 --calib DIR` end to end, and its bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import load_manifest, run_cli
+from edgepack.datasets.shapes import write_detection_set
+from edgepack.quantize.ncnn_int8 import Table
+
+
+@pytest.fixture(scope="module")
+def calib_dir(tmp_path_factory):
+    return write_detection_set(tmp_path_factory.mktemp("calib"), 40, seed=5, size=(160, 200)) / "images"
+
+
+@pytest.fixture(scope="module")
+def int8_out(tmp_path_factory, onnx_detector, detector_labels, calib_dir):
+    out = tmp_path_factory.mktemp("int8") / "out"
+    result = run_cli(
+        "convert", str(onnx_detector), "--labels", str(detector_labels), "--formats", "ncnn,mnn",
+        "--precisions", "fp32,int8", "--calib", str(calib_dir), "--calib-count", "32", "--explain", "-o", str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_int8_artifacts_run_and_report_task_agreement(int8_out):
+    out, result = int8_out
+    m = load_manifest(out)
+    arts = {e["id"]: e for e in m["artifacts"]}
+    assert set(arts) == {"ncnn-fp32", "ncnn-int8", "mnn-fp32", "mnn-int8"}
+    for fmt in ("ncnn", "mnn"):
+        int8, fp32 = arts[f"{fmt}-int8"], arts[f"{fmt}-fp32"]
+        v = int8["validation"]
+        assert v["status"] in ("ok", "degraded") and v["task_metric"] == "box_f1_iou50"
+        assert "psnr" in v and v["thresholds"] == {"cosine": 0.98, "task_agreement": 0.9}
+        assert (v["status"] == "ok") == (v["cosine"] >= 0.98 and v["task_agreement"] >= 0.9)
+        assert int8["size_bytes"] / fp32["size_bytes"] < 0.35  # about a quarter of fp32
+    ncnn = arts["ncnn-int8"]["validation"]
+    assert ncnn["cosine"] > 0.999 and ncnn["task_agreement"] > 0.8
+    assert "held back from calibration" in m["validation"]["origin"]
+    assert "only 32 calibration images" in result.stderr  # fewer than 100 warns
+
+
+def test_ncnn_int8_files_and_table(int8_out):
+    out, result = int8_out
+    entry = next(e for e in load_manifest(out)["artifacts"] if e["id"] == "ncnn-int8")
+    assert set(entry["files"]) == {"param", "bin", "table", "sidecar"}
+    table = Table.parse((out / entry["files"]["table"]).read_text())
+    assert table.weight_scales and len(table.weight_scales) == len(table.blob_scales) - 0
+    assert entry["ncnn"]["int8_layers"] > 0 and entry["ncnn"]["calibration"]["images"] == 32
+    assert " 8=" in (out / entry["files"]["param"]).read_text()
+    assert entry["ncnn"]["sensitivity"] and "output cosine when only this layer is int8" in result.stdout
+
+
+def test_int8_needs_calibration_images_for_user_models(tmp_path, onnx_detector):
+    out = tmp_path / "out"
+    result = run_cli("convert", str(onnx_detector), "--formats", "ncnn", "--precisions", "int8", "-o", str(out))
+    assert result.returncode == 2 and "needs calibration images" in result.stderr and "--calib" in result.stderr
+    assert not out.exists()
+
+
+def test_empty_and_unreadable_calibration_folders(tmp_path, onnx_detector):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = tmp_path / "out"
+    result = run_cli("convert", str(onnx_detector), "--precisions", "int8", "--calib", str(empty), "-o", str(out))
+    assert result.returncode == 2 and "has no images" in result.stderr
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "broken.png").write_bytes(b"not a png")
+    result = run_cli("convert", str(onnx_detector), "--formats", "ncnn", "--precisions", "int8", "--calib", str(bad), "-o", str(out))
+    assert result.returncode == 2 and "broken.png" in result.stderr
+    assert not out.exists()
+
+
+def test_int8_skip_must_name_real_layers(tmp_path, onnx_detector, calib_dir):
+    out = tmp_path / "out"
+    result = run_cli(
+        "convert", str(onnx_detector), "--formats", "ncnn", "--precisions", "int8", "--calib", str(calib_dir),
+        "--int8-skip", "no_such_layer", "-o", str(out),
+    )
+    assert result.returncode == 2 and "no_such_layer" in result.stderr and "conv" in result.stderr
