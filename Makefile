@@ -19,11 +19,14 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # Debian's adb client (device tests), the Kotlin compiler from npm (Android app logic tests).
+KOTLIN_COMPILER := kotlin-compiler@2.4.20
 system-deps:
 	@if ! command -v adb >/dev/null; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq adb >/dev/null; fi
+	@if [ ! -x "$$(npm root -g)/kotlin-compiler/bin/kotlinc" ]; then npm install -g --no-fund --no-audit $(KOTLIN_COMPILER) >/dev/null; fi
 
+# the built-in example -> every format and precision, validated -> the Android project
 demo: setup
-	$(BIN)/edgepack convert -o $(DEMO_OUT)
+	$(BIN)/edgepack build --target android --reconvert --precisions fp32,fp16,int8-weight,int8 -o $(DEMO_OUT)
 
 test: setup system-deps
 	$(BIN)/python -m pytest -q

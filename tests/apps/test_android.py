@@ -1,0 +1,224 @@
+"""The generated Android project: rendered for detect and classify and for backend subsets,
+checked statically, and its pure C++ and pure Kotlin post-processing compiled here and
+compared with edgepack's Python reference decoder on golden model outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import xml.dom.minidom
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import load_manifest, run_cli
+from edgepack.apps import render_app
+from edgepack.apps.android import VERSIONS
+from edgepack.errors import SpecError
+from edgepack.validate.detection import decode
+
+GOLDEN = Path(__file__).parent / "golden"
+NASTY_NAME = 'Tom\'s "Detector" $HOME \\ <ü&> ✓'
+
+
+def render(out: Path, manifest: dict | None = None, **options) -> Path:
+    manifest = manifest or load_manifest(out)
+    return render_app("android", manifest, out, {"name": NASTY_NAME, "package": "com.example.my_app", **options})
+
+
+@pytest.fixture(scope="module")
+def detector_project(detector_out):
+    return render(detector_out)
+
+
+@pytest.fixture(scope="module")
+def classifier_project(classifier_out):
+    return render(classifier_out)
+
+
+def all_text(project: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(project)): p.read_text(encoding="utf-8")
+        for p in project.rglob("*")
+        if p.is_file() and p.suffix in (".kt", ".kts", ".xml", ".toml", ".properties", ".cpp", ".h", ".txt", ".md", ".pro")
+    }
+
+
+@pytest.mark.parametrize("project_fixture", ["detector_project", "classifier_project"])
+def test_every_template_renders_cleanly(request, project_fixture):
+    project = request.getfixturevalue(project_fixture)
+    files = all_text(project)
+    for name, text in files.items():
+        assert not re.search(r"\{\{|\{%|\{#", text), f"template syntax left in {name}"
+        if name.endswith(".xml"):
+            xml.dom.minidom.parseString(text.encode())  # raises on malformed XML
+    assert "app/src/main/java/com/example/my_app/MainActivity.kt" in files
+    assert "local.properties" not in files
+    toml = files["gradle/libs.versions.toml"]
+    for key in ("agp", "kotlin", "camerax", "litert"):
+        assert f'"{VERSIONS[key]}"' in toml
+    gradle = files["app/build.gradle.kts"]
+    assert f"compileSdk = {VERSIONS['compile_sdk']}" in gradle and f"minSdk = {VERSIONS['min_sdk']}" in gradle
+    assert "ANDROID_SUPPORT_FLEXIBLE_PAGE_SIZES=ON" in gradle and '"tflite", "mnn", "bin", "param"' in gradle
+    manifest_xml = files["app/src/main/AndroidManifest.xml"]
+    assert 'android.permission.CAMERA' in manifest_xml and 'android:required="false"' in manifest_xml
+
+
+def test_assets_and_golden_files(detector_project, detector_out):
+    assets = detector_project / "app/src/main/assets"
+    assert (assets / "ncnn/detector-fp16.ncnn.param").is_file() and (assets / "mnn/detector-fp16.mnn").is_file()
+    assert (assets / "labels.txt").read_text(encoding="utf-8") == (detector_out / "labels.txt").read_text(encoding="utf-8")
+    golden = np.fromfile(detector_project / "app/src/androidTest/assets/golden_input.f32", dtype="<f4")
+    assert golden.size == 3 * 128 * 128
+    expected = json.loads((detector_project / "app/src/androidTest/assets/golden_expected.json").read_text())
+    assert expected and {"box", "score", "class"} <= set(expected[0])
+    config = (detector_project / "app/src/main/java/com/example/my_app/ModelConfig.kt").read_text()
+    assert "NUM_ANCHORS = 336" in config and "CHANNELS_FIRST = true" in config
+    assert 'BackendInfo("ncnn", "fp16", listOf("ncnn/detector-fp16.ncnn.param", "ncnn/detector-fp16.ncnn.bin"), "in0", "out0")' in config
+
+
+def test_user_text_is_escaped_for_each_language(detector_project):
+    strings = (detector_project / "app/src/main/res/values/strings.xml").read_text(encoding="utf-8")
+    dom = xml.dom.minidom.parseString(strings.encode())
+    app_name = next(n for n in dom.getElementsByTagName("string") if n.getAttribute("name") == "app_name")
+    # aapt un-escapes \' \" \\ : what the user sees is the original name
+    shown = app_name.firstChild.data.replace("\\'", "'").replace('\\"', '"').replace("\\\\", "\\")
+    assert shown == NASTY_NAME
+    settings = (detector_project / "settings.gradle.kts").read_text(encoding="utf-8")
+    assert 'rootProject.name = "Tom\'s _Detector_ \\$HOME _ _ü&_ ✓"' in settings
+    jni = (detector_project / "app/src/main/cpp/jni_bridge.cpp").read_text()
+    assert "Java_com_example_my_1app_NativeDetector_##name" in jni  # JNI mangling of '_'
+
+
+def test_backend_subsets_drop_their_sources(detector_out, tmp_path):
+    manifest = load_manifest(detector_out)
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["format"] == "mnn"]
+    project = render(detector_out, manifest)
+    cmake = (project / "app/src/main/cpp/CMakeLists.txt").read_text()
+    assert "mnn_engine.cpp" in cmake and "find_package(ncnn" not in cmake and "ncnn_engine.cpp" not in cmake
+    assert not (project / "app/src/main/cpp/ncnn_engine.cpp").exists()
+    assert not (project / "app/src/main/java/com/example/my_app/TfliteDetector.kt").exists()
+    assert 'BackendInfo("mnn"' in (project / "app/src/main/java/com/example/my_app/ModelConfig.kt").read_text()
+
+
+@pytest.mark.parametrize("package", ["Com.Example", "example", "com.example.class", "com..x", "com.ex-ample"])
+def test_bad_package_names_are_rejected(detector_out, package):
+    with pytest.raises(SpecError, match="package"):
+        render(detector_out, package=package)
+
+
+def test_build_command_end_to_end(detector_out, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(detector_out, out)
+    result = run_cli("build", "--target", "android", "-o", str(out), "--package", "org.acme.shapes")
+    assert result.returncode == 0, result.stderr
+    assert "using the existing conversion" in result.stderr
+    assert (out / "android/app/src/main/java/org/acme/shapes/MainActivity.kt").is_file()
+    bad = run_cli("build", "--target", "android", "-o", str(out), "--package", "Not Valid")
+    assert bad.returncode == 2 and "not a valid Android application id" in bad.stderr
+
+
+# --- the pure C++ and Kotlin post-processing, compiled here, against the Python reference ---
+
+def golden_cases(out: Path) -> list[tuple[np.ndarray, list]]:
+    """Each validation image's reference output, plus a synthetic yolov5 output."""
+    manifest = load_manifest(out)
+    reference = np.load(out / "validation/reference.npz")["output0"]
+    return [(reference[i][0], []) for i in range(len(reference))], manifest
+
+
+def python_decode(output: np.ndarray, head: str, num_classes: int) -> np.ndarray:
+    d = decode(output, head, 0.25, 0.45, num_classes=num_classes)
+    return np.concatenate([d.boxes, d.scores[:, None], d.classes[:, None]], axis=1) if len(d) else np.zeros((0, 6))
+
+
+def parse_lines(text: str) -> np.ndarray:
+    rows = [list(map(float, line.split())) for line in text.strip().splitlines() if line.strip()]
+    return np.array(rows).reshape(-1, 6)
+
+
+def compare(native: np.ndarray, reference: np.ndarray) -> None:
+    assert native.shape == reference.shape, (native.shape, reference.shape)
+    np.testing.assert_allclose(native[:, :4], reference[:, :4], atol=1e-4)
+    np.testing.assert_allclose(native[:, 4], reference[:, 4], atol=1e-6)
+    np.testing.assert_array_equal(native[:, 5], reference[:, 5])
+
+
+def yolov5_case() -> np.ndarray:
+    rng = np.random.default_rng(3)
+    rows = np.concatenate([rng.uniform(10, 100, (50, 2)), rng.uniform(5, 30, (50, 2)), rng.random((50, 1)), rng.random((50, 3))], axis=1)
+    return rows.astype(np.float32)  # [N, 5 + C]
+
+
+@pytest.fixture(scope="module")
+def cpp_decoder(detector_project, tmp_path_factory):
+    binary = tmp_path_factory.mktemp("cpp") / "decode"
+    cpp = detector_project / "app/src/main/cpp"
+    subprocess.run(
+        ["g++", "-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{cpp}", str(cpp / "postprocess.cpp"),
+         str(GOLDEN / "decode_main.cpp"), "-o", str(binary)],
+        check=True, capture_output=True, text=True,
+    )
+    return binary
+
+
+def test_cpp_postprocess_matches_python_reference(cpp_decoder, detector_out, tmp_path):
+    reference = np.load(detector_out / "validation/reference.npz")["output0"]
+    total = 0
+    for i, output in enumerate(reference):
+        raw = output[0].astype("<f4")  # [7, 336]
+        raw.tofile(tmp_path / f"{i}.f32")
+        result = subprocess.run([str(cpp_decoder), str(tmp_path / f"{i}.f32"), "336", "3", "v8", "1", "0.25", "0.45"],
+                                capture_output=True, text=True, check=True)
+        expected = python_decode(raw, "yolov8", 3)
+        compare(parse_lines(result.stdout), expected)
+        total += len(expected)
+    assert total > 0
+    v5 = yolov5_case()
+    v5.tofile(tmp_path / "v5.f32")
+    result = subprocess.run([str(cpp_decoder), str(tmp_path / "v5.f32"), "50", "3", "v5", "0", "0.25", "0.45"],
+                            capture_output=True, text=True, check=True)
+    compare(parse_lines(result.stdout), python_decode(v5[None], "yolov5", 3))
+
+
+def find_kotlinc() -> str:
+    """The Kotlin compiler from the npm registry (installed by `make test`); never skipped."""
+    candidates = [os.environ.get("KOTLINC", ""), shutil.which("kotlinc") or ""]
+    try:
+        root = subprocess.run(["npm", "root", "-g"], capture_output=True, text=True, check=True).stdout.strip()
+        candidates.append(str(Path(root) / "kotlin-compiler/bin/kotlinc"))
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file():
+            return candidate
+    raise AssertionError("kotlinc not found: `make test` installs it (npm install -g kotlin-compiler)")
+
+
+def test_kotlin_decoder_matches_python_reference(detector_project, detector_out, tmp_path):
+    core = detector_project / "app/src/main/java/com/example/my_app/core"
+    main = tmp_path / "DecodeMain.kt"
+    main.write_text((GOLDEN / "DecodeMain.kt").read_text().replace("PKG.", "com.example.my_app."))
+    jar = tmp_path / "decode.jar"
+    compiled = subprocess.run(
+        [find_kotlinc(), str(core / "Detection.kt"), str(core / "YoloDecoder.kt"), str(main), "-include-runtime", "-d", str(jar)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert compiled.returncode == 0, compiled.stderr
+    reference = np.load(detector_out / "validation/reference.npz")["output0"]
+    for i, output in enumerate(reference[:4]):
+        raw = output[0].astype("<f4")
+        raw.tofile(tmp_path / f"{i}.f32")
+        result = subprocess.run(["java", "-jar", str(jar), str(tmp_path / f"{i}.f32"), "336", "3", "v8", "1", "0.25", "0.45"],
+                                capture_output=True, text=True, check=True)
+        compare(parse_lines(result.stdout), python_decode(raw, "yolov8", 3))
+        assert "letterbox 0.500000 0.500000 0.0 40.0" in result.stderr
+    v5 = yolov5_case()
+    v5.tofile(tmp_path / "v5.f32")
+    result = subprocess.run(["java", "-jar", str(jar), str(tmp_path / "v5.f32"), "50", "3", "v5", "0", "0.25", "0.45"],
+                            capture_output=True, text=True, check=True)
+    compare(parse_lines(result.stdout), python_decode(v5[None], "yolov5", 3))
