@@ -52,7 +52,7 @@ def print_sensitivity(manifest: dict[str, Any]) -> None:
         rows = (entry.get(entry["format"]) or {}).get("sensitivity")
         if rows:
             console.table(
-                f"{entry['id']}: output cosine when only this layer is int8 (worst first)",
-                ("layer", "cosine"),
-                [(r["layer"], f"{r['cosine']:.6f}") for r in rows[:15]],
+                f"int8 sensitivity of {entry['id']}: output when only this layer is int8 (worst first)",
+                ("layer", "PSNR dB", "cosine"),
+                [(r["layer"], f"{r['psnr']:.1f}", f"{r['cosine']:.9f}") for r in rows[:15]],
             )

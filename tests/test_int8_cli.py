@@ -49,11 +49,17 @@ def test_ncnn_int8_files_and_table(int8_out):
     out, result = int8_out
     entry = next(e for e in load_manifest(out)["artifacts"] if e["id"] == "ncnn-int8")
     assert set(entry["files"]) == {"param", "bin", "table", "sidecar"}
-    table = Table.parse((out / entry["files"]["table"]).read_text())
+    table_text = (out / entry["files"]["table"]).read_text()
+    table = Table.parse(table_text)
     assert table.weight_scales and len(table.weight_scales) == len(table.blob_scales) - 0
     assert entry["ncnn"]["int8_layers"] > 0 and entry["ncnn"]["calibration"]["images"] == 32
     assert " 8=" in (out / entry["files"]["param"]).read_text()
-    assert entry["ncnn"]["sensitivity"] and "output cosine when only this layer is int8" in result.stdout
+    rows = entry["ncnn"]["sensitivity"]
+    assert len(rows) == table_text.count("_param_0") and rows == sorted(rows, key=lambda r: r["psnr"])
+    commented = [line for line in table_text.splitlines() if line.startswith("#")]
+    assert len(commented) == 2 * len(entry["ncnn"]["float_layers"])  # float layers stay in the table, commented
+    assert "int8 sensitivity of ncnn-int8" in result.stdout
+    assert rows[0]["psnr"] < rows[-1]["psnr"]  # the layers really differ
 
 
 def test_int8_needs_calibration_images_for_user_models(tmp_path, onnx_detector):

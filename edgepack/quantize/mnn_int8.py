@@ -81,8 +81,7 @@ def _agreement(job, model_path: Path, inputs: np.ndarray) -> float:
         "inputs": [{"name": job.model.input_name}],
         "outputs": [{"name": n, "shape": list(s)} for n, s in zip(job.model.output_names, job.model.output_shapes)],
     }
-    v, m = job.spec.validation, job.spec.model
-    task = TaskSpec(m.task, m.head, v.score_threshold, v.iou_threshold, len(job.labels or []) or None)
+    task = TaskSpec.for_job(job)
     reference = task_outputs(task, run_all(OnnxRuntimeRunner(job.model.onnx_path), inputs))
     result = task_agreement(task, reference, task_outputs(task, run_all(MnnRunner(model_path, entry, 2), inputs)))
     return result[1] if result else 1.0

@@ -213,29 +213,34 @@ def head_and_stem_layers(param: ParamFile, input_blob: str) -> set[str]:
     return keep
 
 
-def _agreement(param: Path, bin_path: Path, reference: tuple[Path, Path], job, input_blob: str, inputs: np.ndarray) -> float:
-    """Task agreement of an int8 model with the fp32 ncnn model on some calibration images."""
+def run_ncnn(param: Path, bin_path: Path, input_blob: str, inputs: np.ndarray, fp32: bool) -> np.ndarray:
+    """The first output of an ncnn model for each input (N x 1 x C x H x W), stacked."""
     import ncnn
 
     from edgepack.formats.ncnn import strict_fp32
+
+    net = ncnn.Net()
+    if fp32:
+        strict_fp32(net.opt)
+    net.load_param(str(param))
+    net.load_model(str(bin_path))
+    outputs = []
+    for x in inputs:
+        ex = net.create_extractor()
+        ex.input(input_blob, ncnn.Mat(np.ascontiguousarray(x[0], np.float32)))
+        outputs.append(np.array(ex.extract(net.output_names()[0])[1]))
+    return np.stack(outputs)
+
+
+def _agreement(param: Path, bin_path: Path, reference: tuple[Path, Path], job, input_blob: str, inputs: np.ndarray) -> float:
+    """Task agreement of an int8 model with the fp32 ncnn model on some calibration images."""
     from edgepack.validate.validator import TaskSpec, task_agreement, task_outputs
 
-    def run(p: Path, b: Path, fp32: bool) -> list[np.ndarray]:
-        net = ncnn.Net()
-        if fp32:
-            strict_fp32(net.opt)
-        net.load_param(str(p))
-        net.load_model(str(b))
-        outs = []
-        for x in inputs:
-            ex = net.create_extractor()
-            ex.input(input_blob, ncnn.Mat(np.ascontiguousarray(x[0], np.float32)))
-            outs.append(np.array(ex.extract(net.output_names()[0])[1]).reshape(job.model.output_shapes[0]))
-        return [np.stack(outs)]
-
-    v, m = job.spec.validation, job.spec.model
-    task = TaskSpec(m.task, m.head, v.score_threshold, v.iou_threshold, len(job.labels or []) or None)
-    result = task_agreement(task, task_outputs(task, run(*reference, True)), task_outputs(task, run(param, bin_path, False)))
+    shape = (len(inputs), *job.model.output_shapes[0])
+    fp32 = run_ncnn(*reference, input_blob, inputs, fp32=True).reshape(shape)
+    int8 = run_ncnn(param, bin_path, input_blob, inputs, fp32=False).reshape(shape)
+    task = TaskSpec.for_job(job)
+    result = task_agreement(task, task_outputs(task, [fp32]), task_outputs(task, [int8]))
     return result[1] if result else 1.0
 
 
@@ -296,31 +301,16 @@ def _table_text(table: Table, float_layers: set[str]) -> str:
 
 
 def sensitivity(param: Path, bin_path: Path, table: Table, input_blob: str, inputs: np.ndarray, folder: Path) -> list[dict]:
-    """Quantize one layer at a time and measure how far the output moves (worst cosine first)."""
-    import ncnn
-
-    from edgepack.formats.ncnn import strict_fp32
-    from edgepack.validate.metrics import cosine
+    """Quantize one layer at a time and measure how far the output moves (worst PSNR first;
+    cosine alone barely moves on detector outputs dominated by box coordinates)."""
+    from edgepack.validate.metrics import cosine, psnr
 
     folder.mkdir()
-
-    def outputs(p: Path, b: Path, fp32: bool) -> np.ndarray:
-        net = ncnn.Net()
-        if fp32:
-            strict_fp32(net.opt)
-        net.load_param(str(p))
-        net.load_model(str(b))
-        results = []
-        for x in inputs:
-            ex = net.create_extractor()
-            ex.input(input_blob, ncnn.Mat(np.ascontiguousarray(x[0], np.float32)))
-            results.append(np.array(ex.extract(net.output_names()[0])[1]))
-        return np.stack(results)
-
-    reference = outputs(param, bin_path, True)
+    reference = run_ncnn(param, bin_path, input_blob, inputs, fp32=True)
     rows = []
     for name in table.weight_scales:
         only = Table({name: table.weight_scales[name]}, {name: table.blob_scales[name]})
         apply_table(param, bin_path, only, folder / "one.param", folder / "one.bin")
-        rows.append({"layer": name, "cosine": round(cosine(outputs(folder / "one.param", folder / "one.bin", False), reference), 6)})
-    return sorted(rows, key=lambda r: r["cosine"])
+        quantized = run_ncnn(folder / "one.param", folder / "one.bin", input_blob, inputs, fp32=False)
+        rows.append({"layer": name, "psnr": round(psnr(quantized, reference), 2), "cosine": round(cosine(quantized, reference), 9)})
+    return sorted(rows, key=lambda r: r["psnr"])

@@ -31,6 +31,12 @@ class TaskSpec:
     iou_threshold: float
     num_classes: int | None = None
 
+    @classmethod
+    def for_job(cls, job: Any) -> "TaskSpec":
+        """The task of a conversion job (its spec's thresholds, its labels' class count)."""
+        v, m = job.spec.validation, job.spec.model
+        return cls(m.task, m.head, v.score_threshold, v.iou_threshold, len(job.labels or []) or None)
+
 
 def task_outputs(task: TaskSpec, outputs: list[np.ndarray]) -> list[Any]:
     """What the task metric compares, per input image: detections or the top-1 class."""
