@@ -120,11 +120,12 @@ def build(model, targets, app_name, package, reconvert, config, task, formats, p
 @cli.command()
 @click.argument("out", type=click.Path())
 @click.option("--strict", is_flag=True, help="Treat degraded artifacts as errors.")
-def validate(out, strict) -> None:
+@click.option("--dataset", type=click.Path(), help="Labelled images (YOLO txt or class folders): adds mAP / top-1 per artifact.")
+def validate(out, strict, dataset) -> None:
     """Run every artifact in OUT again on its host runtime and update the manifest."""
     from edgepack.validate.rerun import revalidate
 
-    manifest = revalidate(out)
+    manifest = revalidate(out, dataset=dataset)
     _finish(manifest, out, strict)
 
 

@@ -38,8 +38,17 @@ def artifact_row(entry: dict[str, Any]) -> list[str]:
 
 def print_summary(manifest: dict[str, Any], out_dir: str) -> None:
     rows = [artifact_row(e) for e in manifest["artifacts"]]
+    columns = COLUMNS
+    if "dataset" in manifest:  # task metric on the labelled dataset, with its delta to the reference
+        key = "top1" if manifest["model"]["task"] == "classify" else "map50_95"
+        columns = (*COLUMNS[:-1], f"{'top-1' if key == 'top1' else 'mAP50-95'} (Δ)", COLUMNS[-1])
+        for row, entry in zip(rows, manifest["artifacts"]):
+            m = entry.get("dataset_metric")
+            row.insert(len(row) - 1, f"{m[key]:.4f} ({m[key + '_delta']:+.4f})" if m else "-")
+        reference = manifest["dataset"]["reference"][key]
+        console.info(f"reference (onnxruntime) on {manifest['dataset']['path']}: {key} {reference:.4f}")
     model = manifest["model"]
-    console.table(f"{model['name']} ({model['task']}) -> {out_dir}", COLUMNS, rows)
+    console.table(f"{model['name']} ({model['task']}) -> {out_dir}", columns, rows)
     for entry in manifest["artifacts"]:
         reasons = (entry.get("validation") or {}).get("reasons") or []
         if reasons:

@@ -23,9 +23,21 @@ def load_validation_set(out: Path, manifest: dict[str, Any]) -> tuple[np.ndarray
     return inputs, reference
 
 
-def revalidate(out_dir: str | Path, threads: int = 2, latency_runs: int = 10) -> dict[str, Any]:
+def revalidate(out_dir: str | Path, threads: int = 2, latency_runs: int = 10, dataset: str | Path | None = None) -> dict[str, Any]:
     out = Path(out_dir)
     manifest = load_manifest(out)
+    samples = None
+    if dataset is not None:
+        from edgepack.validate.dataset import evaluate, load_dataset
+        from edgepack.validate.reference import OnnxRuntimeRunner
+
+        with console.step("Loading", f"dataset {dataset}") as s:
+            samples = load_dataset(dataset, manifest)
+            s["note"] = f"{len(samples)} images"
+        with console.step("Evaluating", "reference (onnxruntime)") as s:
+            reference_metric = evaluate(OnnxRuntimeRunner(out / manifest["reference"]["onnx"], threads), samples, manifest)
+            s["note"] = ", ".join(f"{k} {v:.4f}" for k, v in reference_metric.items())
+        manifest["dataset"] = {"path": str(dataset), "images": len(samples), "reference": reference_metric}
     inputs, reference = load_validation_set(out, manifest)
     post = manifest["postprocessing"]
     model = manifest["model"]
@@ -46,5 +58,9 @@ def revalidate(out_dir: str | Path, threads: int = 2, latency_runs: int = 10) ->
             )
             entry["status"] = entry["validation"]["status"]
             s["note"] = entry["status"]
+            if samples is not None:
+                metric = evaluate(runner, samples, manifest)
+                entry["dataset_metric"] = {**metric, **{f"{k}_delta": round(v - manifest["dataset"]["reference"][k], 4) for k, v in metric.items()}}
+                s["note"] += ", " + ", ".join(f"{k} {v:.4f}" for k, v in metric.items())
     write_json_atomic(out / MANIFEST_NAME, manifest)
     return manifest
