@@ -33,36 +33,19 @@ def templates_root() -> Path:
 
 # --- escaping filters: user text (app name, labels) must not break the generated sources ---
 
+def _escape(value: str, specials: dict[str, str], control: str) -> str:
+    return "".join(specials.get(ch) or (control.format(ord(ch)) if ord(ch) < 0x20 else ch) for ch in str(value))
+
+
 def kotlin_string(value: str) -> str:
     """Body of a Kotlin "..." literal."""
-    out = []
-    for ch in str(value):
-        if ch in '\\"$':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ord(ch) < 0x20:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+    return _escape(value, {"\\": "\\\\", '"': '\\"', "$": "\\$", "\n": "\\n"}, "\\u{:04x}")
 
 
 def cpp_string(value: str) -> str:
-    """Body of a C++ "..." literal (UTF-8 source)."""
-    out = []
-    for ch in str(value):
-        if ch in '\\"':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "?":
-            out.append("\\?")  # no trigraphs
-        elif ord(ch) < 0x20:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "".join(out)
+    """Body of a C++ "..." literal (UTF-8 source); octal escapes, which stop after 3 digits
+    (a hex escape would swallow following hex-digit characters), and no trigraphs."""
+    return _escape(value, {"\\": "\\\\", '"': '\\"', "?": "\\?", "\n": "\\n"}, "\\{:03o}")
 
 
 def xml_text(value: str) -> str:

@@ -222,3 +222,14 @@ def test_kotlin_decoder_matches_python_reference(detector_project, detector_out,
     result = subprocess.run(["java", "-jar", str(jar), str(tmp_path / "v5.f32"), "50", "3", "v5", "0", "0.25", "0.45"],
                             capture_output=True, text=True, check=True)
     compare(parse_lines(result.stdout), python_decode(v5[None], "yolov5", 3))
+
+
+def test_cpp_string_filter_survives_the_compiler(tmp_path):
+    from edgepack.apps.base import cpp_string
+
+    text = NASTY_NAME + "\n\x01a??=\tend"
+    source = tmp_path / "s.cpp"
+    source.write_text(f'#include <cstdio>\nint main() {{ std::fputs("{cpp_string(text)}", stdout); }}\n', encoding="utf-8")
+    subprocess.run(["g++", "-Wall", "-Werror", str(source), "-o", str(tmp_path / "s")], check=True, capture_output=True)
+    printed = subprocess.run([str(tmp_path / "s")], capture_output=True, check=True).stdout.decode()
+    assert printed == text
