@@ -51,6 +51,16 @@ def _load(config, **overrides):
     return load_spec(config, overrides)
 
 
+def _convert(spec) -> dict:
+    """Run the conversion recorded with the command line that asked for it, and report it."""
+    from edgepack.pipeline import Build
+
+    command = "edgepack " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    manifest = Build(spec, command=command).run()
+    _finish(manifest, manifest["_out"], spec.validation.strict)
+    return manifest
+
+
 def _finish(manifest: dict, out: str, strict: bool) -> None:
     from edgepack.report import print_sensitivity, print_summary
 
@@ -67,45 +77,31 @@ def _finish(manifest: dict, out: str, strict: bool) -> None:
 @cli.command()
 @click.argument("model", required=False)
 @_spec_options
-def convert(model, config, task, formats, precisions, input_shape, labels, calib, calib_count, int8_skip, explain, output, strict) -> None:
+def convert(model, config, **spec_flags) -> None:
     """Convert MODEL (.onnx, TorchScript .pt, package.module:factory; none: the built-in example)
     to every requested format and precision, validate each on its host runtime, write OUT/manifest.json."""
-    from edgepack.pipeline import Build
-
-    spec = _load(
-        config, model=model, task=task, formats=formats, precisions=precisions, input_shape=input_shape,
-        labels=labels, calib=calib, calib_count=calib_count, int8_skip=int8_skip, explain=explain, output=output, strict=strict,
-    )
-    command = "edgepack " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    manifest = Build(spec, command=command).run()
-    _finish(manifest, manifest["_out"], spec.validation.strict)
+    manifest = _convert(_load(config, model=model, **spec_flags))
     console.info(f"outputs in {manifest['_out']}  (next: edgepack build --target android {manifest['_out']})")
 
 
 @cli.command()
 @click.argument("model", required=False)
-@click.option("--target", "targets", multiple=True, required=True, type=click.Choice(["android", "ios"]),
-              help="App platform to generate (repeatable).")
+@click.option("--target", "targets", multiple=True, required=True, help="App platform to generate: android (repeatable).")
 @click.option("--app-name", help="Display name of the app (default: app.name in the config).")
 @click.option("--package", help="Android application id / iOS bundle id (default: app.package).")
 @click.option("--reconvert", is_flag=True, help="Convert again even when OUT already has a manifest.")
 @_spec_options
-def build(model, targets, app_name, package, reconvert, config, task, formats, precisions, input_shape, labels, calib,
-          calib_count, int8_skip, explain, output, strict) -> None:
+def build(model, targets, app_name, package, reconvert, config, **spec_flags) -> None:
     """Convert (unless OUT already holds a conversion) and generate starter app projects in OUT/<target>/."""
-    from edgepack.apps import render_app
+    from edgepack.apps import APPS, render_app
     from edgepack.manifest import MANIFEST_NAME, load_manifest
-    from edgepack.pipeline import Build
 
-    spec = _load(
-        config, model=model, task=task, formats=formats, precisions=precisions, input_shape=input_shape,
-        labels=labels, calib=calib, calib_count=calib_count, int8_skip=int8_skip, explain=explain, output=output, strict=strict,
-    )
+    for target in targets:
+        APPS.get(target)  # an unknown platform fails before any conversion work
+    spec = _load(config, model=model, **spec_flags)
     out = Path(spec.output).resolve()
     if reconvert or model or config or not (out / MANIFEST_NAME).is_file():
-        command = "edgepack " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        manifest = Build(spec, command=command).run()
-        _finish(manifest, str(out), spec.validation.strict)
+        _convert(spec)
     else:
         console.info(f"using the existing conversion in {out} (--reconvert to redo it)")
     manifest = load_manifest(out)

@@ -21,7 +21,7 @@ from edgepack import __version__, console
 from edgepack.errors import OutputError, SourceError, SpecError
 from edgepack.formats import FORMATS, ConversionJob, TargetFormat
 from edgepack.manifest import MANIFEST_NAME, SCHEMA, write_json_atomic
-from edgepack.preprocess import generated_images, list_images, load_image, preprocess, sample_images
+from edgepack.preprocess import generated_images, list_images, load_image, preprocess, sample_images, seeded_subset
 from edgepack.sources import CanonicalModel, load_source
 from edgepack.spec import BUILTIN_PREFIX, BuildSpec, read_labels
 from edgepack.tools import package_version, sha256_file
@@ -140,7 +140,7 @@ def validation_inputs(spec: BuildSpec, model: CanonicalModel) -> tuple[np.ndarra
         used = set(sample_images(c.images, c.count, seed=c.seed))
         rest = [p for p in list_images(c.images) if p not in used]
         if len(rest) >= 2:
-            picked = rest if len(rest) <= v.count else [rest[i] for i in sorted(np.random.default_rng(VALIDATION_SEED).choice(len(rest), v.count, replace=False))]
+            picked = seeded_subset(rest, v.count, VALIDATION_SEED)
             tensors = _images_to_tensors([load_image(p) for p in picked], spec, model.input_shape)
             return tensors, f"{len(picked)} images of {c.images} held back from calibration"
         console.warn(f"every image in {c.images} is used for calibration: validating on generated scenes (lower --calib-count to hold some back)")

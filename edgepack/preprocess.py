@@ -41,13 +41,17 @@ def list_images(folder: str | Path) -> list[Path]:
     return images
 
 
+def seeded_subset(items: list, count: int, seed: int) -> list:
+    """A deterministic sample of at most `count` items, in their original order."""
+    if len(items) <= count:
+        return list(items)
+    picked = np.random.default_rng(seed).choice(len(items), size=count, replace=False)
+    return [items[i] for i in sorted(picked)]
+
+
 def sample_images(folder: str | Path, count: int, seed: int) -> list[Path]:
-    """A deterministic, seeded sample of at most `count` images (sorted order when all fit)."""
-    images = list_images(folder)
-    if len(images) <= count:
-        return images
-    picked = np.random.default_rng(seed).choice(len(images), size=count, replace=False)
-    return [images[i] for i in sorted(picked)]
+    """A deterministic, seeded sample of at most `count` images of a folder."""
+    return seeded_subset(list_images(folder), count, seed)
 
 
 def load_image(path: str | Path) -> np.ndarray:

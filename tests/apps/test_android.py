@@ -233,3 +233,10 @@ def test_cpp_string_filter_survives_the_compiler(tmp_path):
     subprocess.run(["g++", "-Wall", "-Werror", str(source), "-o", str(tmp_path / "s")], check=True, capture_output=True)
     printed = subprocess.run([str(tmp_path / "s")], capture_output=True, check=True).stdout.decode()
     assert printed == text
+
+
+def test_unknown_target_fails_before_converting(tmp_path):
+    out = tmp_path / "out"
+    result = run_cli("build", "--target", "androd", "-o", str(out))
+    assert result.returncode == 2 and "did you mean 'android'" in result.stderr
+    assert not out.exists()
