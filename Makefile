@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# one resolver run for the whole stack; torch==2.13.0 is the CPU build (never a CUDA one)
 	$(BIN)/pip install --quiet -e ".[test]"
+	# pinned on purpose without their dependencies (see README "Dependencies")
+	$(BIN)/pip install --quiet --no-deps tflite-support==0.4.4 onnx2torch==1.5.15
 	$(BIN)/python -c "import torch; assert '+cpu' in torch.__version__ or not torch.cuda.is_available(), torch.__version__"
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
@@ -26,7 +28,7 @@ system-deps:
 
 # the built-in example -> every format and precision, validated -> the Android project
 demo: setup
-	$(BIN)/edgepack build --target android --reconvert --precisions fp32,fp16,int8-weight,int8 -o $(DEMO_OUT)
+	$(BIN)/edgepack build --target android --reconvert --precisions fp32,fp16,int8-weight,int8-dynamic,int8 -o $(DEMO_OUT)
 
 test: setup system-deps
 	$(BIN)/python -m pytest -q

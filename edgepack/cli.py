@@ -36,6 +36,7 @@ def _spec_options(f):
         click.option("--calib", type=click.Path(), help="Folder of calibration images (int8)."),
         click.option("--calib-count", type=int, help="How many calibration images to use (default 200)."),
         click.option("--int8-skip", help="Comma list of layer names to keep in float in int8 models."),
+        click.option("--int8-io", type=click.Choice(["int8", "float"]), help="TFLite full int8: int8 (default) or float input/output."),
         click.option("--explain", is_flag=True, help="Print which layers lose most when quantized (int8)."),
         click.option("-o", "--output", help="Output folder (default edgepack-out)."),
         click.option("--strict", is_flag=True, help="Treat degraded artifacts as errors."),
@@ -132,6 +133,42 @@ def inspect(target) -> None:
     from edgepack.inspect import inspect_path
 
     inspect_path(Path(target))
+
+
+@cli.command("device-test")
+@click.argument("out", type=click.Path())
+@click.option("--serial", help="Device serial (see `adb devices`); required when several are connected.")
+@click.option("--all-devices", is_flag=True, help="Run on every connected device, in parallel.")
+@click.option("--backends", help="Comma list of ncnn,mnn,tflite (default: every one in the manifest).")
+@click.option("--accelerators", default="cpu", show_default=True, help="Comma list of cpu,vulkan,opencl,gpu,nnapi.")
+@click.option("--iterations", type=click.IntRange(1), default=20, show_default=True, help="Timed runs per backend.")
+@click.option("--warmup", type=click.IntRange(0), default=3, show_default=True, help="Untimed runs first.")
+@click.option("--threads", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds per backend run.")
+@click.option("--runner", type=click.Path(), help="The device runner executable (built from OUT/android/app/src/main/cpp/runner).")
+@click.option("--adb", "adb_path", type=click.Path(), help="adb executable (default: PATH, then $ANDROID_HOME/platform-tools).")
+@click.option("--report", "report_dir", type=click.Path(), help="Where to write report.json, junit.xml, report.html (default OUT/device-report).")
+def device_test(out, serial, all_devices, backends, accelerators, iterations, warmup, threads, timeout, runner, adb_path, report_dir) -> None:
+    """Run OUT's artifacts on a phone through adb, compare with the host reference, report latency."""
+    from edgepack.devices.adb import Adb, find_adb
+    from edgepack.devices.device_test import Options, run_device_test
+    from edgepack.devices.ndk import resolve_runner
+    from edgepack.report import print_device_report
+    from edgepack.spec import parse_list
+
+    if serial and all_devices:
+        raise SpecError("--serial and --all-devices exclude each other", "pass one of them")
+    adb = Adb(find_adb(adb_path))
+    options = Options(
+        backends=parse_list(backends), accelerators=parse_list(accelerators) or ["cpu"], iterations=iterations,
+        warmup=warmup, threads=threads, timeout=timeout, runner=resolve_runner(runner, Path(out)),
+    )
+    report = run_device_test(out, adb, serial, all_devices, options, report_dir)
+    print_device_report(report)
+    failed = [f"{c['device']} {c['backend']}/{c['accelerator']}" for c in report["cases"] if c["status"] == "failed"]
+    if failed:
+        raise ValidationError(f"{len(failed)} device run(s) failed: {', '.join(failed)} (report in {report['_dir']})")
+    console.info(f"reports in {report['_dir']}: report.json, junit.xml, report.html")
 
 
 @cli.command()

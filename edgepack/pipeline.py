@@ -27,7 +27,7 @@ from edgepack.spec import BUILTIN_PREFIX, BuildSpec, read_labels
 from edgepack.tools import package_version, sha256_file
 from edgepack.validate import detection, metrics
 from edgepack.validate.reference import OnnxRuntimeRunner, run_all
-from edgepack.validate.validator import TaskSpec, compare, task_outputs
+from edgepack.validate.validator import TaskSpec, compare, static_validation, task_outputs
 
 VALIDATION_SEED = 20261121  # generated validation scenes; calibration uses other seeds
 CALIBRATION_SEED = 7
@@ -230,11 +230,15 @@ class Build:
                 entry = self._build_artifact(planned, model, labels, name, work, staging, calibration, manifest)
                 fmt = FORMATS.get(planned.format)()
                 with console.step("Validating", planned.id) as s:
-                    runner = fmt.open_runner({r: staging / p for r, p in entry["files"].items()}, entry, self.spec.validation.threads)
-                    entry["validation"] = compare(
-                        runner, inputs, reference, model.output_names, planned.precision, self.task, reference_task,
-                        self.spec.validation.latency_runs, self.spec.validation.threads,
-                    )
+                    files = {r: staging / p for r, p in entry["files"].items()}
+                    if fmt.info.numeric_validation:
+                        runner = fmt.open_runner(files, entry, self.spec.validation.threads)
+                        entry["validation"] = compare(
+                            runner, inputs, reference, model.output_names, planned.precision, self.task, reference_task,
+                            self.spec.validation.latency_runs, self.spec.validation.threads,
+                        )
+                    else:
+                        entry["validation"] = static_validation(fmt.static_checks(files, entry, labels), f"{fmt.info.runtime}: structure checked, numbers not")
                     entry["status"] = entry["validation"]["status"]
                     s["note"] = _status_note(entry)
                 for suffix, text in fmt.sidecars(entry).items():
@@ -292,7 +296,14 @@ class Build:
         }
 
     def _check_source_vs_onnx(self, model: CanonicalModel, inputs: np.ndarray, reference: list[np.ndarray]) -> dict[str, Any]:
-        """When the source is PyTorch, the ONNX export itself must not change the answers."""
+        """When the source is PyTorch (or Keras, checked in the export child), the ONNX export itself
+        must not change the answers."""
+        if "source_check" in model.cache:
+            check = dict(model.cache["source_check"])
+            diff = check["keras_vs_onnx_max_abs"]
+            if diff > 1e-3:
+                raise SourceError(f"the ONNX export changes the Keras model's answers (max-abs {diff:.2e})", "check for layers with training-only behaviour")
+            return {**check, "summary": f"keras vs onnx max-abs {diff:.2e}"}
         if model.torch_module is None:
             return {}
         import torch
@@ -378,6 +389,8 @@ def _status_note(entry: dict[str, Any]) -> str:
     v = entry["validation"]
     if v["status"] == "failed":
         return f"FAILED: {'; '.join(v['reasons'])}"
+    if "static_checks" in v:
+        return f"{v['status']}: {len(v['static_checks'])} static checks passed"
     note = f"cos {v['cosine']:.6f}"
     if "task_agreement" in v:
         note += f", {v['task_metric']} {v['task_agreement']:.3f}"

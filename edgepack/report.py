@@ -44,7 +44,7 @@ def print_summary(manifest: dict[str, Any], out_dir: str) -> None:
         columns = (*COLUMNS[:-1], f"{'top-1' if key == 'top1' else 'mAP50-95'} (Δ)", COLUMNS[-1])
         for row, entry in zip(rows, manifest["artifacts"]):
             m = entry.get("dataset_metric")
-            row.insert(len(row) - 1, f"{m[key]:.4f} ({m[key + '_delta']:+.4f})" if m else "-")
+            row.insert(len(row) - 1, f"{m[key]:.4f} ({m[key + '_delta']:+.4f})" if m and key in m else "not measured" if m else "-")
         reference = manifest["dataset"]["reference"][key]
         console.info(f"reference (onnxruntime) on {manifest['dataset']['path']}: {key} {reference:.4f}")
     model = manifest["model"]
@@ -65,3 +65,23 @@ def print_sensitivity(manifest: dict[str, Any]) -> None:
                 ("layer", "PSNR dB", "cosine"),
                 [(r["layer"], f"{r['psnr']:.1f}", f"{r['cosine']:.9f}") for r in rows[:15]],
             )
+
+
+DEVICE_COLUMNS = ("device", "backend", "accel.", "artifact", "cosine", "task agr.", "median ms", "p90 ms", "p99 ms", "status")
+
+
+def print_device_report(report: dict[str, Any]) -> None:
+    rows = []
+    for case in report["cases"]:
+        colour = {"passed": "green", "failed": "red", "skipped": "yellow"}[case["status"]]
+        m, lat = case["metrics"], case["latency"]
+        rows.append([
+            case["device"], case["backend"], case["accelerator"], case["artifact"],
+            _fmt(m.get("cosine"), ".6f"), _fmt(m.get("task_agreement"), ".3f"),
+            _fmt(lat.get("median_ms"), ".2f"), _fmt(lat.get("p90_ms"), ".2f"), _fmt(lat.get("p99_ms"), ".2f"),
+            f"[{colour}]{case['status']}[/{colour}]",
+        ])
+    console.table(f"device-test: {report['model']}", DEVICE_COLUMNS, rows)
+    for case in report["cases"]:
+        if case["message"]:
+            console.info(f"  {case['device']} {case['backend']}/{case['accelerator']}: {case['message']}")

@@ -50,6 +50,7 @@ class CalibrationSpec:
     int8_skip: list[str] = field(default_factory=list)  # layers kept in float (ncnn layer names)
     auto_mixed: bool = True  # keep stem and head in float when int8 task agreement is too low
     explain: bool = False  # per-layer int8 sensitivity table
+    int8_io: str = "int8"  # TFLite full int8: int8 (full-integer) or float input/output tensors
 
 
 @dataclass
@@ -186,6 +187,8 @@ def _apply_overrides(spec: BuildSpec, o: Mapping[str, Any]) -> BuildSpec:
         spec.calibration.count = int(o["calib_count"])
     if o.get("explain"):
         spec.calibration.explain = True
+    if o.get("int8_io"):
+        spec.calibration.int8_io = o["int8_io"]
     if o.get("int8_skip"):
         spec.calibration.int8_skip = parse_list(o["int8_skip"]) or []
     if o.get("output"):
@@ -243,6 +246,8 @@ def check_spec(spec: BuildSpec) -> None:
         raise SpecError("calibration.count and validation.count must be positive")
     if spec.calibration.method not in ("kl", "minmax", "percentile"):
         raise SpecError(f"calibration.method {spec.calibration.method!r} is not valid (choose from: kl, minmax, percentile)")
+    if spec.calibration.int8_io not in ("int8", "float"):
+        raise SpecError(f"calibration.int8_io {spec.calibration.int8_io!r} is not valid (choose from: int8, float)")
     for name in ("images",):
         for section in (spec.calibration, spec.validation):
             folder = getattr(section, name)

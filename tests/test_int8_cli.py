@@ -20,7 +20,7 @@ def calib_dir(tmp_path_factory):
 def int8_out(tmp_path_factory, onnx_detector, detector_labels, calib_dir):
     out = tmp_path_factory.mktemp("int8") / "out"
     result = run_cli(
-        "convert", str(onnx_detector), "--labels", str(detector_labels), "--formats", "ncnn,mnn",
+        "convert", str(onnx_detector), "--labels", str(detector_labels), "--formats", "ncnn,mnn,tflite",
         "--precisions", "fp32,int8", "--calib", str(calib_dir), "--calib-count", "32", "--explain", "-o", str(out),
     )
     assert result.returncode == 0, result.stderr
@@ -31,14 +31,15 @@ def test_int8_artifacts_run_and_report_task_agreement(int8_out):
     out, result = int8_out
     m = load_manifest(out)
     arts = {e["id"]: e for e in m["artifacts"]}
-    assert set(arts) == {"ncnn-fp32", "ncnn-int8", "mnn-fp32", "mnn-int8"}
-    for fmt in ("ncnn", "mnn"):
+    assert set(arts) == {"ncnn-fp32", "ncnn-int8", "mnn-fp32", "mnn-int8", "tflite-fp32", "tflite-int8"}
+    for fmt in ("ncnn", "mnn", "tflite"):
         int8, fp32 = arts[f"{fmt}-int8"], arts[f"{fmt}-fp32"]
         v = int8["validation"]
         assert v["status"] in ("ok", "degraded") and v["task_metric"] == "box_f1_iou50"
         assert "psnr" in v and v["thresholds"] == {"cosine": 0.98, "task_agreement": 0.9}
         assert (v["status"] == "ok") == (v["cosine"] >= 0.98 and v["task_agreement"] >= 0.9)
-        assert int8["size_bytes"] / fp32["size_bytes"] < 0.35  # about a quarter of fp32
+        # about a quarter of fp32 (TFLite keeps the stem, heads and decode tail float in mixed precision)
+        assert int8["size_bytes"] / fp32["size_bytes"] < (0.45 if fmt == "tflite" else 0.35)
     ncnn = arts["ncnn-int8"]["validation"]
     assert ncnn["cosine"] > 0.999 and ncnn["task_agreement"] > 0.8
     assert "held back from calibration" in m["validation"]["origin"]
@@ -90,3 +91,18 @@ def test_int8_skip_must_name_real_layers(tmp_path, onnx_detector, calib_dir):
         "--int8-skip", "no_such_layer", "-o", str(out),
     )
     assert result.returncode == 2 and "no_such_layer" in result.stderr and "conv" in result.stderr
+
+
+def test_tflite_full_int8_records_io_quantization(int8_out):
+    out, _ = int8_out
+    entry = next(e for e in load_manifest(out)["artifacts"] if e["id"] == "tflite-int8")
+    details = entry["tflite"]
+    image = details["io"]["inputs"][0]
+    assert image["dtype"] == "int8" and 0 < image["scale"] < 1 and -128 <= image["zero_point"] <= 127
+    assert details["calibration"]["images"] == 32
+    # the value apps use to quantize a pixel must reproduce the calibrated float range of the input
+    assert abs(image["scale"] * (127 - image["zero_point"]) - 1.0) < 0.05  # inputs are 0..1 (std 255)
+    v = entry["validation"]
+    assert v["task_agreement"] >= 0.9, (v, details)  # mixed precision rescues the detector if needed
+    if "mixed_precision" in details:
+        assert details["io"]["outputs"][0]["dtype"] == "float32" and details["float_layers"] > 0

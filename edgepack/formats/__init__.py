@@ -1,6 +1,6 @@
 """Target formats. Each module registers itself in FORMATS on import."""
 
 from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, TargetFormat
-from edgepack.formats import ncnn, mnn  # noqa: F401  (registration)
+from edgepack.formats import ncnn, mnn, tflite, coreml  # noqa: F401  (registration)
 
 __all__ = ["FORMATS", "ConversionJob", "ConvertedModel", "FormatInfo", "TargetFormat"]

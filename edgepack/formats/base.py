@@ -85,6 +85,10 @@ class TargetFormat(ABC):
     def open_runner(self, files: dict[str, Path], entry: dict[str, Any], threads: int) -> HostRunner:
         """A runner over the artifact's files; `entry` is its manifest record."""
 
+    def static_checks(self, files: dict[str, Path], entry: dict[str, Any], labels: list[str]) -> list[dict[str, Any]]:
+        """For formats no host runtime executes: checks of the artifact's structure (check, ok, detail)."""
+        return []
+
     def describe(self, files: dict[str, Path]) -> dict[str, Any]:
         """Facts read back from the artifact itself, for `edgepack inspect`."""
         return {}

@@ -71,20 +71,10 @@ def stem_and_head_ops(onnx_path: Path) -> list[str]:
 
 
 def _agreement(job, model_path: Path, inputs: np.ndarray) -> float:
-    """Task agreement of the int8 model with the ONNX reference on calibration images."""
     from edgepack.formats.mnn import MnnRunner
-    from edgepack.validate.reference import OnnxRuntimeRunner, run_all
-    from edgepack.validate.validator import TaskSpec, task_agreement, task_outputs
+    from edgepack.quantize.agreement import agreement_with_reference, artifact_entry
 
-    entry = {
-        "precision": "int8",
-        "inputs": [{"name": job.model.input_name}],
-        "outputs": [{"name": n, "shape": list(s)} for n, s in zip(job.model.output_names, job.model.output_shapes)],
-    }
-    task = TaskSpec.for_job(job)
-    reference = task_outputs(task, run_all(OnnxRuntimeRunner(job.model.onnx_path), inputs))
-    result = task_agreement(task, reference, task_outputs(task, run_all(MnnRunner(model_path, entry, 2), inputs)))
-    return result[1] if result else 1.0
+    return agreement_with_reference(job, MnnRunner(model_path, artifact_entry(job, "int8"), 2), inputs)
 
 
 def quantize(job, fp32_model: Path) -> tuple[Path, dict[str, Any]]:

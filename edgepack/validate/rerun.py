@@ -11,7 +11,7 @@ from edgepack import console
 from edgepack.formats import FORMATS
 from edgepack.formats.base import RuntimeUnavailable
 from edgepack.manifest import MANIFEST_NAME, artifact_files, load_manifest, write_json_atomic
-from edgepack.validate.validator import TaskSpec, compare, task_outputs
+from edgepack.validate.validator import TaskSpec, compare, static_validation, task_outputs
 
 
 def load_validation_set(out: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -47,6 +47,12 @@ def revalidate(out_dir: str | Path, threads: int = 2, latency_runs: int = 10, da
         fmt = FORMATS.get(entry["format"])()
         files = artifact_files(out, entry)
         with console.step("Validating", entry["id"]) as s:
+            if not fmt.info.numeric_validation:
+                entry["validation"] = static_validation(fmt.static_checks(files, entry, manifest["model"]["labels"]), f"{fmt.info.runtime}: structure checked, numbers not")
+                entry["status"] = s["note"] = entry["validation"]["status"]
+                if samples is not None:
+                    entry["dataset_metric"] = {"not_measured": f"{fmt.info.title} cannot run on this host ({fmt.info.runtime})"}
+                continue
             try:
                 runner = fmt.open_runner(files, entry, threads)
             except RuntimeUnavailable as e:

@@ -124,3 +124,17 @@ def compare(
     record["latency"] = measure_latency(runner, inputs[0], latency_runs)
     record["latency"]["threads"] = threads
     return record
+
+
+UNVERIFIED = "unverified-on-this-host"
+
+
+def static_validation(checks: list[dict[str, Any]], runtime_note: str) -> dict[str, Any]:
+    """The validation record of an artifact no host runtime can execute: structural checks only,
+    so the best status is `unverified-on-this-host`, never `ok`."""
+    failed = [f"{c['check']}: {c['detail']}" for c in checks if not c["ok"]]
+    return {
+        "status": "failed" if failed else UNVERIFIED,
+        "reasons": failed or [runtime_note],
+        "static_checks": checks,
+    }

@@ -1,0 +1,375 @@
+"""Core ML .mlpackage (ML Program) through coremltools, from a PyTorch module (the user's own, or
+the canonical ONNX graph through onnx2torch: coremltools 9 has no ONNX frontend).
+
+- Image input whose scale/bias reproduce the spec's normalization (per-channel std, which
+  ImageType cannot express, is folded into the graph).
+- Classifiers carry a classifier config (Vision returns VNClassificationObservation).
+- Detectors become a pipeline: the network emits raw_confidence [N, C] and raw_coordinates
+  [N, 4] (normalized cx, cy, w, h) and a NonMaximumSuppression model produces `confidence` and
+  `coordinates`, with iouThreshold / confidenceThreshold as optional inputs (Vision returns
+  VNRecognizedObjectObservation; Xcode's preview works).
+
+Core ML cannot execute on Linux: the artifact is checked statically (`static_checks`) and its
+numeric status is `unverified-on-this-host`, never `ok`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack.errors import ConversionError, MissingDependencyError
+from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, RuntimeUnavailable, TargetFormat
+from edgepack.native import captured_native_output, quiet_tensorflow
+from edgepack.sources.base import pytorch_module
+
+DEPLOYMENT_TARGET = "iOS16"
+COMPRESSION_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "constexpr_lut_to_dense")
+QUANTIZE_MIN_VALUES = 2048  # coremltools' default weight_threshold: larger tensors get compressed
+
+
+def _wrapped(module: Any, job: ConversionJob) -> tuple[Any, float, list[float]]:
+    """The network as Core ML sees it: pixels in (scale/bias applied by the image input, per-channel
+    std folded here), detector outputs split and normalized for the NMS model."""
+    import torch
+
+    m = job.spec.model
+    std = np.asarray(m.std, np.float64)
+    mean = np.asarray(m.mean, np.float64)
+    uniform = bool(np.allclose(std, std[0]))
+    scale = float(1.0 / std[0]) if uniform else 1.0
+    bias = [float(-mu / std[0]) for mu in mean] if uniform else [0.0, 0.0, 0.0]
+    _, c, h, w = job.model.input_shape
+    task, head = m.task, m.head
+    per_channel = None if uniform else (torch.tensor(mean[:c], dtype=torch.float32).view(1, c, 1, 1),
+                                        torch.tensor(std[:c], dtype=torch.float32).view(1, c, 1, 1))
+
+    class CoreMLView(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = module
+
+        def forward(self, x: Any) -> Any:
+            if per_channel is not None:
+                x = (x - per_channel[0]) / per_channel[1]
+            y = self.net(x)
+            y = y[0] if isinstance(y, (list, tuple)) else y
+            if task == "classify":
+                return y.reshape(1, -1)
+            if head == "yolov5":  # [1, N, 5 + C]: cx, cy, w, h, objectness, classes
+                boxes, scores = y[0, :, :4], y[0, :, 5:] * y[0, :, 4:5]
+            else:  # yolov8: [1, 4 + C, N]
+                boxes, scores = y[0, :4, :].transpose(0, 1), y[0, 4:, :].transpose(0, 1)
+            scale = boxes.new_tensor([1.0 / w, 1.0 / h, 1.0 / w, 1.0 / h])
+            return scores, boxes * scale
+
+    return CoreMLView().eval(), scale, bias
+
+
+def _nms_model(network_spec: Any, labels: list[str], num_boxes: int, iou: float, confidence: float) -> Any:
+    import coremltools as ct
+
+    nms_spec = ct.proto.Model_pb2.Model()
+    nms_spec.specificationVersion = 7
+    sizes = [len(labels), 4]
+    for i, final_name in enumerate(("confidence", "coordinates")):
+        raw = network_spec.description.output[i]
+        nms_spec.description.input.add().CopyFrom(raw)
+        out = nms_spec.description.output.add()
+        out.CopyFrom(raw)
+        out.name = final_name
+        for feature in (nms_spec.description.input[i], out):
+            array = feature.type.multiArrayType
+            del array.shape[:]
+            array.dataType = ct.proto.FeatureTypes_pb2.ArrayFeatureType.DOUBLE
+            lower = array.shapeRange.sizeRanges.add()
+            lower.lowerBound, lower.upperBound = (num_boxes, num_boxes) if feature is nms_spec.description.input[i] else (0, -1)
+            upper = array.shapeRange.sizeRanges.add()
+            upper.lowerBound = upper.upperBound = sizes[i]
+    nms = nms_spec.nonMaximumSuppression
+    nms.confidenceInputFeatureName, nms.coordinatesInputFeatureName = (o.name for o in network_spec.description.output[:2])
+    nms.confidenceOutputFeatureName, nms.coordinatesOutputFeatureName = "confidence", "coordinates"
+    nms.iouThresholdInputFeatureName, nms.confidenceThresholdInputFeatureName = "iouThreshold", "confidenceThreshold"
+    nms.iouThreshold, nms.confidenceThreshold = iou, confidence
+    nms.pickTop.perClass = True
+    nms.stringClassLabels.vector.extend(labels)
+    return nms_spec
+
+
+def _detector_pipeline(network: Any, labels: list[str], num_boxes: int, job: ConversionJob) -> Any:
+    import coremltools as ct
+
+    spec = network.get_spec()
+    for i, columns in enumerate((len(labels), 4)):
+        array = spec.description.output[i].type.multiArrayType
+        del array.shape[:]
+        array.shape.extend([num_boxes, columns])
+    nms_spec = _nms_model(spec, labels, num_boxes, job.spec.validation.iou_threshold, job.spec.validation.score_threshold)
+    pipeline = ct.models.pipeline.Pipeline(
+        input_features=[
+            ("image", ct.models.datatypes.Array(1)),
+            ("iouThreshold", ct.models.datatypes.Double()),
+            ("confidenceThreshold", ct.models.datatypes.Double()),
+        ],
+        output_features=["confidence", "coordinates"],
+    )
+    pipeline.add_model(spec)
+    pipeline.add_model(nms_spec)
+    description = pipeline.spec.description
+    description.input[0].CopyFrom(spec.description.input[0])
+    description.input[1].type.isOptional = True
+    description.input[2].type.isOptional = True
+    description.input[1].shortDescription = f"IoU threshold for NMS (default {job.spec.validation.iou_threshold})"
+    description.input[2].shortDescription = f"Confidence threshold (default {job.spec.validation.score_threshold})"
+    for i in range(2):
+        description.output[i].CopyFrom(nms_spec.description.output[i])
+    description.output[0].shortDescription = "Boxes x class confidence"
+    description.output[1].shortDescription = "Boxes as normalized x, y (centre), width, height"
+    pipeline.spec.specificationVersion = max(spec.specificationVersion, 7)
+    with captured_native_output("coremltools", (1, 2)):
+        return ct.models.MLModel(pipeline.spec, weights_dir=network.weights_dir)
+
+
+def _set_metadata(mlmodel: Any, job: ConversionJob, labels: list[str]) -> None:
+    from edgepack import __version__
+
+    m = job.spec.model
+    mlmodel.author = m.author or "unknown"
+    mlmodel.license = m.license or "unspecified"
+    mlmodel.short_description = m.description or f"{m.task} model converted by edgepack"
+    mlmodel.version = m.version
+    mlmodel.user_defined_metadata.update({
+        "edgepack_version": __version__,
+        "source_sha256": job.model.source_sha256,
+        "task": m.task,
+        "head": m.head if m.task == "detect" else "",
+        "labels": json.dumps(labels, ensure_ascii=False),
+        "com.apple.coreml.model.preview.type": "objectDetector" if m.task == "detect" else "imageClassifier",
+    })
+
+
+@FORMATS.register("coreml")
+class CoreMLFormat(TargetFormat):
+    info = FormatInfo(
+        name="coreml",
+        title="Core ML",
+        precisions=("fp16", "fp32", "int8-weight"),
+        default_precisions=("fp16", "int8-weight"),
+        runtime="coremltools (static checks; Core ML runs only on Apple OSes)",
+        platforms=("ios",),
+        numeric_validation=False,
+    )
+
+    def check_environment(self) -> None:
+        try:
+            quiet_tensorflow()
+            with captured_native_output("coremltools import", (1, 2)):  # version warnings, missing macOS proxies
+                import coremltools  # noqa: F401
+        except ImportError:
+            raise MissingDependencyError("coreml needs coremltools", "run `make setup`") from None
+
+    def convert(self, job: ConversionJob) -> ConvertedModel:
+        import coremltools as ct
+        import torch
+
+        labels = list(job.labels or [])
+        if not labels:
+            raise ConversionError("coreml: the model has no labels", "pass --labels FILE (one class name per line)")
+        view, scale, bias = _wrapped(pytorch_module(job.model), job)
+        _, c, h, w = job.model.input_shape
+        example = torch.zeros(1, c, h, w)
+        with torch.no_grad():
+            sample_out = view(example)
+            # torch.export: shape arithmetic becomes static (TorchScript tracing leaves aten::Int casts
+            # that coremltools 9 cannot convert)
+            traced = torch.export.export(view, (example,)).run_decompositions({})
+        color = {"rgb": ct.colorlayout.RGB, "bgr": ct.colorlayout.BGR}[job.spec.model.color_order] if c == 3 else ct.colorlayout.GRAYSCALE
+        image = ct.ImageType(name="image", shape=(1, c, h, w), scale=scale, bias=bias if c == 3 else bias[:1], color_layout=color)
+        is_classifier = job.spec.model.task == "classify"
+        if not is_classifier and sample_out[0].shape[-1] != len(labels):
+            raise ConversionError(f"coreml: the detector has {sample_out[0].shape[-1]} classes but {len(labels)} labels", "pass the matching --labels file")
+        outputs = None if is_classifier else [ct.TensorType(name="raw_confidence"), ct.TensorType(name="raw_coordinates")]
+        try:
+            with captured_native_output("coremltools", (1, 2)):
+                network = ct.convert(
+                    traced,
+                    inputs=[image],
+                    outputs=outputs,
+                    classifier_config=ct.ClassifierConfig(labels) if is_classifier else None,
+                    convert_to="mlprogram",
+                    compute_precision=ct.precision.FLOAT32 if job.precision == "fp32" else ct.precision.FLOAT16,
+                    minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+                )
+                if job.precision == "int8-weight":
+                    config = ct.optimize.coreml.OptimizationConfig(
+                        global_config=ct.optimize.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8")
+                    )
+                    network = ct.optimize.coreml.linear_quantize_weights(network, config)
+        except ConversionError:
+            raise
+        except Exception as e:
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ConversionError(f"coreml: coremltools could not convert the model: {first}", "drop coreml from --formats") from e
+        mlmodel = network if is_classifier else _detector_pipeline(network, labels, int(sample_out[0].shape[0]), job)
+        _set_metadata(mlmodel, job, labels)
+        out = job.workdir / "model.mlpackage"
+        with captured_native_output("coremltools", (1, 2)):
+            mlmodel.save(str(out))
+        return ConvertedModel(
+            files={"model": out},
+            input_name="image",
+            output_names=["classLabel"] if is_classifier else ["confidence", "coordinates"],
+            details={
+                "deployment_target": DEPLOYMENT_TARGET,
+                "model_type": "classifier (ML Program)" if is_classifier else "pipeline (ML Program + NonMaximumSuppression)",
+                "image_input": {"scale": scale, "bias": bias, "color_layout": job.spec.model.color_order if c == 3 else "gray"},
+                "weight_compression": "int8 linear symmetric (per channel)" if job.precision == "int8-weight" else None,
+            },
+        )
+
+    def open_runner(self, files: dict[str, Path], entry: dict[str, Any], threads: int) -> HostRunner:
+        raise RuntimeUnavailable("Core ML executes only on macOS/iOS")
+
+    def static_checks(self, files: dict[str, Path], entry: dict[str, Any], labels: list[str]) -> list[dict[str, Any]]:
+        return static_checks(files["model"], entry, labels)
+
+    def describe(self, files: dict[str, Path]) -> dict[str, Any]:
+        return describe_package(files["model"])
+
+
+def _program_ops(spec: Any) -> list[Any]:
+    ops = []
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            ops.extend(block.operations)
+    return ops
+
+
+def _network_spec(spec: Any) -> Any:
+    return spec.pipeline.models[0] if spec.WhichOneof("Type") == "pipeline" else spec
+
+
+def _classify_labels(network: Any) -> list[str]:
+    for op in _program_ops(network):
+        if op.type == "classify":
+            source = op.inputs["classes"].arguments[0]
+            if source.HasField("value"):
+                return list(source.value.immediateValue.list.values and [v.immediateValue.tensor.strings.values[0] for v in source.value.immediateValue.list.values] or source.value.immediateValue.tensor.strings.values)
+            name = source.name
+            for const in _program_ops(network):
+                if const.type == "const" and const.outputs[0].name == name:
+                    return list(const.attributes["val"].immediateValue.tensor.strings.values)
+    return []
+
+
+def describe_package(path: Path) -> dict[str, Any]:
+    import coremltools as ct
+
+    spec = ct.utils.load_spec(str(path))
+    d = spec.description
+    network = _network_spec(spec)
+
+    def feature(f: Any) -> dict[str, Any]:
+        kind = f.type.WhichOneof("Type")
+        record: dict[str, Any] = {"name": f.name, "type": kind, "optional": f.type.isOptional}
+        if kind == "imageType":
+            record.update(width=f.type.imageType.width, height=f.type.imageType.height,
+                          color_space=ct.proto.FeatureTypes_pb2.ImageFeatureType.ColorSpace.Name(f.type.imageType.colorSpace))
+        elif kind == "multiArrayType":
+            record["shape"] = list(f.type.multiArrayType.shape)
+        return record
+
+    labels = list(spec.pipeline.models[1].nonMaximumSuppression.stringClassLabels.vector) if spec.WhichOneof("Type") == "pipeline" else _classify_labels(network)
+    weights = path / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
+    ops = _program_ops(network)
+    return {
+        "type": spec.WhichOneof("Type"),
+        "specification_version": spec.specificationVersion,
+        "models": [m.WhichOneof("Type") for m in spec.pipeline.models] if spec.WhichOneof("Type") == "pipeline" else [spec.WhichOneof("Type")],
+        "inputs": [feature(f) for f in d.input],
+        "outputs": [feature(f) for f in d.output],
+        "predicted_feature": d.predictedFeatureName or None,
+        "labels": labels,
+        "metadata": {
+            "author": d.metadata.author, "license": d.metadata.license,
+            "version": d.metadata.versionString, "description": d.metadata.shortDescription,
+            "user_defined": dict(d.metadata.userDefined),
+        },
+        "weight_bytes": weights.stat().st_size if weights.is_file() else 0,
+        "weight_storage": _weight_storage(ops),
+        "compressed_weight_ops": sum(1 for op in ops if op.type in COMPRESSION_OPS),
+        "nms": _nms_facts(spec),
+    }
+
+
+def _weight_storage(ops: list[Any]) -> dict[str, dict[str, int]]:
+    """Tensors stored in the package's weight file, by data type: what compression really wrote."""
+    import coremltools as ct
+
+    storage: dict[str, dict[str, int]] = {}
+    for op in ops:
+        for value in op.attributes.values():
+            if value.WhichOneof("value") != "blobFileValue":
+                continue
+            tensor = value.type.tensorType
+            dtype = ct.proto.MIL_pb2.DataType.Name(tensor.dataType)
+            elements = int(np.prod([d.constant.size for d in tensor.dimensions])) if tensor.dimensions else 1
+            record = storage.setdefault(dtype, {"tensors": 0, "elements": 0, "largest": 0})
+            record["tensors"] += 1
+            record["elements"] += elements
+            record["largest"] = max(record["largest"], elements)
+    return storage
+
+
+def _nms_facts(spec: Any) -> dict[str, Any] | None:
+    if spec.WhichOneof("Type") != "pipeline":
+        return None
+    nms = spec.pipeline.models[1].nonMaximumSuppression
+    return {
+        "confidence_input": nms.confidenceInputFeatureName, "coordinates_input": nms.coordinatesInputFeatureName,
+        "iou_threshold": nms.iouThreshold, "confidence_threshold": nms.confidenceThreshold,
+        "network_outputs": [o.name for o in spec.pipeline.models[0].description.output],
+    }
+
+
+def static_checks(path: Path, entry: dict[str, Any], labels: list[str]) -> list[dict[str, Any]]:
+    """What can be verified without Apple's runtime; each check: name, ok, detail."""
+    facts = describe_package(path)
+    checks: list[dict[str, Any]] = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        checks.append({"check": name, "ok": bool(ok), "detail": detail})
+
+    image = facts["inputs"][0]
+    _, _, h, w = entry["inputs"][0]["shape"]  # NCHW
+    check("image input", image["type"] == "imageType" and (image["width"], image["height"]) == (w, h),
+          f"{image['name']}: {image['type']} {image.get('width')}x{image.get('height')} {image.get('color_space', '')}")
+    check("labels", facts["labels"] == labels, f"{len(facts['labels'])} labels in the model, {len(labels)} in labels.txt")
+    meta = facts["metadata"]
+    required = ("edgepack_version", "source_sha256", "task")
+    check("metadata", all(meta["user_defined"].get(k) for k in required) and meta["author"] and meta["version"],
+          f"author {meta['author']!r}, version {meta['version']!r}, user keys {sorted(meta['user_defined'])}")
+    if entry["task"] == "classify":
+        check("classifier", facts["predicted_feature"] == "classLabel", f"predicted feature {facts['predicted_feature']!r}")
+    else:
+        nms = facts["nms"] or {}
+        outputs = [o["name"] for o in facts["outputs"]]
+        optional = {i["name"] for i in facts["inputs"] if i["optional"]}
+        wired = nms.get("network_outputs", [])[:2] == [nms.get("confidence_input"), nms.get("coordinates_input")]
+        check("nms pipeline", facts["models"] == ["mlProgram", "nonMaximumSuppression"] and wired and outputs == ["confidence", "coordinates"]
+              and {"iouThreshold", "confidenceThreshold"} <= optional,
+              f"models {facts['models']}, outputs {outputs}, optional inputs {sorted(optional)}")
+    storage = facts["weight_storage"]
+    floats = {k: v for k, v in storage.items() if k.startswith("FLOAT")}
+    shown = ", ".join(f"{k} {v['tensors']} tensors / {v['elements']} values" for k, v in storage.items()) or "no weight file"
+    if entry["precision"] == "int8-weight":
+        # coremltools leaves tensors of up to 2048 values uncompressed by design
+        large_float = [k for k, v in floats.items() if v["largest"] > QUANTIZE_MIN_VALUES]
+        ok = not large_float and (facts["compressed_weight_ops"] > 0 or all(v["largest"] <= QUANTIZE_MIN_VALUES for v in floats.values()))
+    else:
+        ok = set(floats) <= {"FLOAT16" if entry["precision"] == "fp16" else "FLOAT32"} and facts["compressed_weight_ops"] == 0
+    check("weight storage", ok, f"{shown}; {facts['compressed_weight_ops']} compressed-weight ops")
+    return checks

@@ -1,0 +1,229 @@
+"""TFLite (LiteRT) .tflite with TFLite Metadata; validated with the LiteRT interpreter.
+
+Converter, chosen by measurement (README "Dependencies"): litert-torch, Google's PyTorch ->
+LiteRT path, from the user's PyTorch module or, for ONNX and Keras sources, from the canonical
+ONNX graph through onnx2torch. The input is NHWC (as Android code supplies pixels); outputs keep
+the canonical layout. Precisions other than fp32 come from ai-edge-quantizer on the fp32 model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack.errors import ConversionError, MissingDependencyError
+from edgepack.formats import tflite_metadata
+from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, TargetFormat, fit_shape
+from edgepack.native import captured_native_output, quiet_tensorflow
+from edgepack.quantize import tflite_quant
+from edgepack.sources.base import CanonicalModel, pytorch_module
+
+_GPU_WARNING = re.compile(r"GPU COMPATIBILITY WARNING: (.+)")
+# Ops the TFLite GPU delegate does not run (the analyzer of TF 2.21 passes some of them, e.g.
+# GATHER_ND); a model using them falls back to the CPU op by op on phones.
+GPU_UNSUPPORTED_OPS = ("GATHER_ND", "SCATTER_ND", "TOPK_V2", "NON_MAX_SUPPRESSION_V4", "NON_MAX_SUPPRESSION_V5",
+                       "WHERE", "UNIQUE", "CUSTOM")
+
+
+def fp32_flatbuffer(model: CanonicalModel, workdir: Path) -> Path:
+    """The fp32 NHWC model, converted once per build and shared by all TFLite precisions."""
+    if "tflite_fp32" in model.cache:
+        return model.cache["tflite_fp32"]
+    quiet_tensorflow()
+    import torch
+
+    module = pytorch_module(model)
+    n, c, h, w = model.input_shape
+    sample = torch.zeros(n, h, w, c)
+    out = workdir.parent / "tflite-fp32" / "model.tflite"
+    out.parent.mkdir(exist_ok=True)
+    try:
+        with captured_native_output("litert-torch", (1, 2)):
+            import litert_torch
+
+            nhwc = litert_torch.to_channel_last_io(module, args=[0]).eval()
+            litert_torch.convert(nhwc, (sample,)).export(str(out))
+    except ConversionError:
+        raise
+    except Exception as e:  # litert-torch raises torch.export / lowering errors of many types
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise ConversionError(f"tflite: litert-torch could not convert the model: {first}",
+                              "replace the operation it names, or drop tflite from --formats") from e
+    model.cache["tflite_fp32"] = out
+    return out
+
+
+def gpu_delegate_warnings(model_path: Path) -> list[str]:
+    """TensorFlow's model analyzer with its GPU-delegate compatibility check, plus int64 tensors
+    and dynamic shapes, which the GPU delegate does not take either."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    warnings: list[str] = []
+    text = io.StringIO()
+    quiet_tensorflow()
+    with captured_native_output("tflite analyzer", (1, 2)):
+        import tensorflow as tf
+
+        with contextlib.redirect_stdout(text):
+            tf.lite.experimental.Analyzer.analyze(model_path=str(model_path), gpu_compatibility=True)
+    for line in text.getvalue().splitlines():
+        match = _GPU_WARNING.search(line)
+        if match and match.group(1).strip() not in warnings:
+            warnings.append(match.group(1).strip())
+    for op in sorted(_builtin_ops(model_path)):
+        if op in GPU_UNSUPPORTED_OPS or op.startswith("STABLEHLO_"):
+            warnings.append(f"op {op} is not supported by the GPU delegate (runs on the CPU)")
+    interpreter = Interpreter(model_path=str(model_path))
+    int64 = [t["name"] for t in interpreter.get_tensor_details() if t["dtype"] == np.int64]
+    if int64:
+        warnings.append(f"int64 tensors ({len(int64)}, e.g. {int64[0]!r}) are not supported by the GPU delegate")
+    dynamic = [d["name"] for d in interpreter.get_input_details() if -1 in list(d.get("shape_signature", []))]
+    if dynamic:
+        warnings.append(f"dynamic input shape ({', '.join(dynamic)}): the GPU delegate needs static shapes")
+    return warnings
+
+
+def _builtin_ops(model_path: Path) -> set[str]:
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(model_path.read_bytes()))
+    used = set()
+    for graph in model.subgraphs:
+        for op in graph.operators:
+            code = model.operatorCodes[op.opcodeIndex]
+            used.add(names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM"))
+    return used
+
+
+class TfliteRunner:
+    def __init__(self, path: Path, entry: dict[str, Any], threads: int) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.outputs = self.interpreter.get_output_details()
+        self.output_shapes = [o["shape"] for o in entry["outputs"]]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1), np.float32)
+        dtype = self.input["dtype"]
+        if dtype != np.float32:  # int8 I/O: quantize with the tensor's own scale and zero point
+            scale, zero = self.input["quantization"]
+            info = np.iinfo(dtype)
+            nhwc = np.clip(np.rint(nhwc / scale + zero), info.min, info.max).astype(dtype)
+        self.interpreter.set_tensor(self.input["index"], nhwc)
+        self.interpreter.invoke()
+        results = []
+        for detail, shape in zip(self.outputs, self.output_shapes):
+            value = self.interpreter.get_tensor(detail["index"])
+            if detail["dtype"] != np.float32:
+                scale, zero = detail["quantization"]
+                value = (value.astype(np.float32) - zero) * scale
+            results.append(fit_shape(np.asarray(value, np.float32), shape))
+        return results
+
+
+@FORMATS.register("tflite")
+class TfliteFormat(TargetFormat):
+    info = FormatInfo(
+        name="tflite",
+        title="TFLite (LiteRT)",
+        precisions=("fp32", "fp16", "int8-dynamic", "int8"),
+        default_precisions=("fp32", "fp16", "int8-dynamic"),
+        calibrated=("int8",),
+        runtime="LiteRT interpreter",
+        platforms=("android",),
+    )
+
+    def check_environment(self) -> None:
+        quiet_tensorflow()
+        for module, package in (("litert_torch", "litert-torch"), ("ai_edge_litert", "ai-edge-litert"),
+                                ("ai_edge_quantizer", "ai-edge-quantizer"), ("tensorflow_lite_support", "tflite-support")):
+            try:
+                with captured_native_output(f"{module} import", (1, 2)):  # absl/torchao/XNNPACK banners
+                    __import__(module)
+            except ImportError:
+                raise MissingDependencyError(f"tflite needs {package}", "run `make setup` (tflite-support is installed with --no-deps)") from None
+
+    def convert(self, job: ConversionJob) -> ConvertedModel:
+        fp32 = fp32_flatbuffer(job.model, job.workdir)
+        plain = job.workdir / "plain.tflite"
+        details: dict[str, Any] = {"converter": "litert-torch" + (" (via onnx2torch)" if job.model.torch_module is None else "")}
+        if job.precision == "fp32":
+            plain.write_bytes(fp32.read_bytes())
+        elif job.precision == "fp16":
+            tflite_quant.fp16(fp32, plain)
+        elif job.precision == "int8-dynamic":
+            tflite_quant.dynamic_int8(fp32, plain)
+        else:
+            details.update(self._full_int8(job, fp32, plain))
+        io_record = tflite_quant.io_quantization(plain)
+        details["io"] = io_record
+        out = job.workdir / "model.tflite"
+        labels = job.workdir / "labels.txt"
+        labels.write_text("".join(f"{label}\n" for label in job.labels or []), encoding="utf-8")
+        m = job.spec.model
+        tflite_metadata.write_metadata(plain, out, {
+            "name": job.model_name, "description": m.description or f"{m.task} model converted by edgepack",
+            "version": m.version, "author": m.author, "license": m.license, "task": m.task, "head": m.head,
+            "mean": m.mean, "std": m.std, "color_order": m.color_order, "resize": m.resize,
+            "input_dtype": io_record["inputs"][0]["dtype"],
+        }, labels)
+        details["metadata"] = "TFLite Metadata (image classifier)" if m.task == "classify" else "TFLite Metadata (raw detector output described)"
+        warnings = [f"GPU delegate: {w}" for w in gpu_delegate_warnings(out)]
+        details["gpu_delegate_warnings"] = [w.removeprefix("GPU delegate: ") for w in warnings]
+        return ConvertedModel(
+            files={"model": out},
+            input_name=io_record["inputs"][0]["name"],
+            output_names=[o["name"] for o in io_record["outputs"]],
+            layout="NHWC",
+            details=details,
+            warnings=warnings,
+        )
+
+    def _full_int8(self, job: ConversionJob, fp32: Path, out: Path) -> dict[str, Any]:
+        from edgepack.quantize.agreement import agreement_with_reference, artifact_entry
+        from edgepack.validate.validator import TASK_FLOOR
+
+        calibration = job.calibration()
+        nhwc = calibration.transpose(0, 1, 3, 4, 2)  # N x 1 x C x H x W -> N x 1 x H x W x C
+        io_type = job.spec.calibration.int8_io
+        float_tensors = list(job.spec.calibration.int8_skip)
+        tflite_quant.full_int8(fp32, out, nhwc, io_type, io_type, float_tensors)
+        check = calibration[:16]
+        agreement = agreement_with_reference(job, TfliteRunner(out, artifact_entry(job, "int8", "NHWC"), 2), check)
+        details: dict[str, Any] = {"io_type": io_type, "calibration": {"method": "minmax (ai-edge-quantizer)", "images": int(len(calibration))}}
+        if job.spec.calibration.auto_mixed and agreement < TASK_FLOOR["int8"]:
+            # keep the stem, the heads and the decode tail in float, and the output tensor float too:
+            # one int8 scale cannot hold box coordinates (0..input size) and scores (0..1) together
+            before = agreement
+            float_tensors += [n for n in tflite_quant.tail_and_stem_tensors(fp32) if n not in float_tensors]
+            tflite_quant.full_int8(fp32, out, nhwc, io_type, "float", float_tensors)
+            agreement = agreement_with_reference(job, TfliteRunner(out, artifact_entry(job, "int8", "NHWC"), 2), check)
+            details["mixed_precision"] = {"reason": f"task agreement {before:.3f} < {TASK_FLOOR['int8']}", "before": round(before, 4)}
+            details["io_type"] = f"{io_type} input, float output"
+        details["float_layers"] = len(float_tensors)
+        details["calibration"]["task_agreement_on_calibration"] = round(agreement, 4)
+        return details
+
+    def open_runner(self, files: dict[str, Path], entry: dict[str, Any], threads: int) -> HostRunner:
+        return TfliteRunner(files["model"], entry, threads)
+
+    def describe(self, files: dict[str, Path]) -> dict[str, Any]:
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(files["model"]))
+        shapes = lambda details: {d["name"]: [[int(v) for v in d["shape"]], np.dtype(d["dtype"]).name] for d in details}  # noqa: E731
+        return {
+            "inputs": shapes(interpreter.get_input_details()),
+            "outputs": shapes(interpreter.get_output_details()),
+            "metadata": tflite_metadata.summary(files["model"]),
+        }

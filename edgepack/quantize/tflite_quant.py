@@ -1,0 +1,142 @@
+"""TFLite precisions through ai-edge-quantizer (Google's quantizer for LiteRT models), applied
+to the fp32 flatbuffer: fp16 weights (float casting), dynamic-range int8 and full-integer int8
+calibrated on the user's images. Full int8 keeps int8 or float I/O as asked; the I/O scale and
+zero point go into the manifest because apps must (de)quantize with them."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack.errors import ConversionError
+from edgepack.native import captured_native_output
+
+WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "CONV_2D_TRANSPOSE")
+
+
+def _quantizer(fp32_model: Path):
+    from ai_edge_quantizer import quantizer
+
+    return quantizer.Quantizer(str(fp32_model))
+
+
+def _export(q, calibration: Any, out: Path) -> Path:
+    with captured_native_output("ai-edge-quantizer", (1, 2)):
+        q.quantize(calibration, enable_progress_report=False).export_model(str(out), overwrite=True)
+    return out
+
+
+def fp16(fp32_model: Path, out: Path) -> Path:
+    from ai_edge_quantizer import qtyping as Q
+    from ai_edge_quantizer.quantizer import AlgorithmName
+
+    q = _quantizer(fp32_model)
+    config = Q.OpQuantizationConfig(
+        weight_tensor_config=Q.TensorQuantizationConfig(num_bits=16, dtype=Q.TensorDataType.FLOAT),
+        compute_precision=Q.ComputePrecision.FLOAT,
+        explicit_dequantize=True,
+    )
+    for op in WEIGHT_OPS:
+        q.update_quantization_recipe(regex=".*", operation_name=getattr(Q.TFLOperationName, op),
+                                     algorithm_key=AlgorithmName.FLOAT_CASTING, op_config=config)
+    return _export(q, None, out)
+
+
+def dynamic_int8(fp32_model: Path, out: Path) -> Path:
+    from ai_edge_quantizer import recipe
+
+    q = _quantizer(fp32_model)
+    q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    return _export(q, None, out)
+
+
+def tail_and_stem_tensors(model_path: Path) -> list[str]:
+    """Output tensor names of the ops to keep in float for mixed precision: the conv reading the
+    image, the convs with no conv downstream (detection heads), and every op after them (in-graph
+    box decoding, whose concatenated boxes and scores share one int8 scale otherwise)."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    model = fb.read_model(str(model_path))
+    graph = model.subgraphs[0]
+    codes = [c.builtinCode if c.builtinCode else c.deprecatedBuiltinCode for c in model.operatorCodes]
+    conv_codes = {fb.TFL_OP_NAME_TO_CODE[n] for n in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") if n in fb.TFL_OP_NAME_TO_CODE}
+    consumers: dict[int, list[int]] = {}
+    for i, op in enumerate(graph.operators):
+        for t in op.inputs:
+            consumers.setdefault(int(t), []).append(i)
+
+    def downstream(i: int) -> list[int]:
+        frontier, seen = [int(t) for t in graph.operators[i].outputs], []
+        while frontier:
+            for j in consumers.get(frontier.pop(), []):
+                if j not in seen:
+                    seen.append(j)
+                    frontier.extend(int(t) for t in graph.operators[j].outputs)
+        return seen
+
+    def name(op_index: int) -> str:
+        return fb.get_tensor_name(graph.tensors[int(graph.operators[op_index].outputs[0])])
+
+    keep: dict[str, None] = {}
+    image = int(graph.inputs[0])
+    for i, op in enumerate(graph.operators):
+        if codes[op.opcodeIndex] not in conv_codes:
+            continue
+        after = downstream(i)
+        if image in [int(t) for t in op.inputs]:
+            keep[name(i)] = None
+        if not any(codes[graph.operators[j].opcodeIndex] in conv_codes for j in after):
+            keep[name(i)] = None
+            keep.update((name(j), None) for j in after)
+    return list(keep)
+
+
+def full_int8(fp32_model: Path, out: Path, calibration_nhwc: np.ndarray, input_type: str, output_type: str,
+              float_tensors: list[str]) -> Path:
+    """Static int8 weights and activations; `float_tensors` (op output names) stay float;
+    input/output tensors are int8 or float as asked."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import qtyping as Q
+    from ai_edge_quantizer import recipe
+    from ai_edge_quantizer.quantizer import AlgorithmName
+
+    q = _quantizer(fp32_model)
+    q.load_quantization_recipe(recipe.static_wi8_ai8())
+    for op, kind in ((Q.TFLOperationName.INPUT, input_type), (Q.TFLOperationName.OUTPUT, output_type)):
+        if kind == "float":
+            q.update_quantization_recipe(regex=".*", operation_name=op, algorithm_key=AlgorithmName.NO_QUANTIZE,
+                                         op_config=Q.OpQuantizationConfig())
+    if float_tensors:
+        # ai-edge-quantizer matches an op by its scope: output tensor names joined by ";" plus a trailing ";"
+        pattern = "^(" + "|".join(re.escape(n) for n in float_tensors) + ");$"
+        q.update_quantization_recipe(regex=pattern, operation_name=Q.TFLOperationName.ALL_SUPPORTED,
+                                     algorithm_key=AlgorithmName.NO_QUANTIZE, op_config=Q.OpQuantizationConfig())
+    signatures = Interpreter(model_path=str(fp32_model)).get_signature_list()
+    key = next(iter(signatures))
+    input_name = signatures[key]["inputs"][0]
+    samples = [{input_name: np.ascontiguousarray(x, np.float32)} for x in calibration_nhwc]
+    try:
+        with captured_native_output("ai-edge-quantizer calibration", (1, 2)):
+            result = q.calibrate({key: samples}, num_threads=2)
+    except ValueError as e:
+        raise ConversionError(f"tflite int8: calibration failed: {str(e).splitlines()[0]}") from e
+    return _export(q, result, out)
+
+
+def io_quantization(model_path: Path) -> dict[str, Any]:
+    """dtype, scale and zero point of every input and output, as apps need them."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(model_path))
+
+    def record(detail: dict) -> dict[str, Any]:
+        scale, zero_point = detail["quantization"]
+        return {"name": detail["name"], "dtype": np.dtype(detail["dtype"]).name, "scale": float(scale), "zero_point": int(zero_point)}
+
+    return {
+        "inputs": [record(d) for d in interpreter.get_input_details()],
+        "outputs": [record(d) for d in interpreter.get_output_details()],
+    }

@@ -1,0 +1,185 @@
+"""ONNX -> PyTorch (onnx2torch), for the converters that start from a PyTorch module
+(litert-torch for TFLite, coremltools for Core ML) when the user gave an ONNX file or a Keras model.
+
+Two adjustments, both to let `torch.export` (used by litert-torch) trace the result:
+- PyPI's torchvision wheels cannot load their C++ ops with the CPU build of torch pinned here, and
+  onnx2torch imports torchvision only for NonMaxSuppression/RoiAlign. A stand-in module is
+  registered for the import; an ONNX graph that uses those two ops is refused by name.
+- Some onnx2torch modules read the *values* of constant inputs (Slice starts/ends, Resize
+  scales, Split sizes, ...) with `.tolist()`/`.numpy()`, which `torch.export` cannot trace. Those
+  constants are bound into the call as plain host values, so the module computes the same thing
+  from a fixed argument instead of a traced tensor.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack.errors import ConversionError
+
+NEEDS_TORCHVISION = ("NonMaxSuppression", "RoiAlign")
+# onnx2torch modules whose forward reads constant inputs as host values
+VALUE_READING_MODULES = ("OnnxSlice", "OnnxResize", "OnnxResizeV10", "OnnxSplit13", "OnnxPadDynamic",
+                         "OnnxUnsqueezeDynamic", "OnnxRange", "OnnxConstantOfShape", "OnnxTile")
+
+
+def _install_torchvision_stand_in() -> None:
+    if "torchvision" in sys.modules:
+        return
+    try:  # a working torchvision (matching torch build) is used as is
+        import torchvision  # noqa: F401
+
+        return
+    except Exception:
+        sys.modules.pop("torchvision", None)
+
+    def unsupported(*_args: Any, **_kwargs: Any) -> Any:
+        raise ConversionError("ONNX -> PyTorch: NonMaxSuppression/RoiAlign need torchvision", "export the model without in-graph NMS")
+
+    package, ops = types.ModuleType("torchvision"), types.ModuleType("torchvision.ops")
+    ops.nms = ops.roi_align = ops.box_convert = unsupported  # type: ignore[attr-defined]
+    package.ops = ops  # type: ignore[attr-defined]
+    sys.modules["torchvision"], sys.modules["torchvision.ops"] = package, ops
+
+
+class HostConstant:
+    """A constant input seen through the few tensor methods onnx2torch uses to read values."""
+
+    def __init__(self, value: np.ndarray) -> None:
+        self.value = value
+
+    def tolist(self) -> Any:
+        return self.value.tolist()
+
+    def numpy(self) -> np.ndarray:
+        return self.value
+
+    def nelement(self) -> int:
+        return int(self.value.size)
+
+    def numel(self) -> int:
+        return int(self.value.size)
+
+    def item(self) -> Any:
+        return self.value.item()
+
+    def detach(self) -> "HostConstant":
+        return self
+
+    def cpu(self) -> "HostConstant":
+        return self
+
+    def __iter__(self):
+        return iter(self.value.tolist())
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.value[index].tolist()
+
+
+def _bound_module(inner: Any, positional: dict[int, np.ndarray], keyword: dict[str, np.ndarray]):
+    import torch
+
+    class BoundConstants(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = inner
+            self.positional = {i: HostConstant(v) for i, v in positional.items()}
+            self.keyword = {k: HostConstant(v) for k, v in keyword.items()}
+
+        def forward(self, *tensors: Any, **kwargs: Any) -> Any:
+            args, rest = [], iter(tensors)
+            for i in range(len(tensors) + len(self.positional)):
+                args.append(self.positional[i] if i in self.positional else next(rest))
+            return self.inner(*args, **kwargs, **self.keyword)
+
+    return BoundConstants()
+
+
+def _static_reshape(shape: np.ndarray):
+    """Reshape to a constant target (0 = keep that input dimension, as ONNX defines)."""
+    import torch
+
+    class StaticReshape(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.shape = [int(d) for d in shape]
+
+        def forward(self, x: Any) -> Any:
+            return torch.reshape(x, [x.shape[i] if d == 0 else d for i, d in enumerate(self.shape)])
+
+    return StaticReshape()
+
+
+def _constant_value(graph_module: Any, arg: Any) -> np.ndarray | None:
+    """The value of an fx argument that is an initializer (get_attr) or an ONNX Constant node."""
+    import torch
+
+    op = getattr(arg, "op", None)
+    if op == "get_attr":
+        value = graph_module
+        for part in arg.target.split("."):
+            value = getattr(value, part)
+    elif op == "call_module" and type(graph_module.get_submodule(arg.target)).__name__ == "OnnxConstant":
+        value = graph_module.get_submodule(arg.target).value
+    else:
+        return None
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else None
+
+
+def _bind_value_constants(graph_module: Any) -> int:
+    bound = 0
+    for node in list(graph_module.graph.nodes):
+        if node.op != "call_module":
+            continue
+        module = graph_module.get_submodule(node.target)
+        kind = type(module).__name__
+        if kind not in VALUE_READING_MODULES and kind != "OnnxReshape":
+            continue
+        positional = {i: v for i, a in enumerate(node.args) if i > 0 and (v := _constant_value(graph_module, a)) is not None}
+        keyword = {k: v for k, a in node.kwargs.items() if (v := _constant_value(graph_module, a)) is not None}
+        if not positional and not keyword:
+            continue
+        if kind == "OnnxReshape" and 1 in positional:
+            replacement = _static_reshape(positional[1])
+        elif kind == "OnnxReshape":
+            continue
+        else:
+            replacement = _bound_module(module, positional, keyword)
+        parent, _, leaf = node.target.rpartition(".")
+        setattr(graph_module.get_submodule(parent) if parent else graph_module, leaf, replacement)
+        node.args = tuple(a for i, a in enumerate(node.args) if i not in positional)
+        node.kwargs = {k: a for k, a in node.kwargs.items() if k not in keyword}
+        bound += 1
+    graph_module.graph.eliminate_dead_code()
+    graph_module.recompile()
+    return bound
+
+
+def onnx_to_torch(onnx_path: Path) -> Any:
+    """An eval-mode torch module computing the same function as the (simplified, static) ONNX graph."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    for node in graph.node:
+        if node.op_type in NEEDS_TORCHVISION:
+            raise ConversionError(
+                f"ONNX -> PyTorch: node {node.name!r} ({node.op_type}) is not supported",
+                "export the model without in-graph NMS (edgepack decodes and runs NMS itself)",
+            )
+    _install_torchvision_stand_in()
+    import onnx2torch
+
+    try:
+        module = onnx2torch.convert(str(onnx_path))
+    except NotImplementedError as e:
+        raise ConversionError(f"ONNX -> PyTorch (onnx2torch): {str(e).splitlines()[0]}", "give the PyTorch model instead of ONNX") from e
+    _bind_value_constants(module)
+    return module.eval()

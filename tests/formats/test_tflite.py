@@ -1,0 +1,141 @@
+"""TFLite artifacts: NHWC input, numbers from the LiteRT interpreter recomputed here, and the
+TFLite Metadata read back with tflite-support's own reader."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import load_manifest
+from edgepack.validate import metrics
+
+
+def _arts(out):
+    return {e["id"]: e for e in load_manifest(out)["artifacts"]}
+
+
+def _displayer(path):
+    from tensorflow_lite_support.metadata.python import metadata
+
+    return metadata.MetadataDisplayer.with_model_file(str(path))
+
+
+def test_detector_tflite_runs_nhwc_and_matches_reference(detector_out):
+    from ai_edge_litert.interpreter import Interpreter
+
+    arts = _arts(detector_out)
+    fp32 = arts["tflite-fp32"]
+    assert fp32["inputs"][0]["layout"] == "NHWC" and fp32["inputs"][0]["shape"] == [1, 128, 128, 3]
+    assert fp32["tflite"]["converter"] == "litert-torch (via onnx2torch)"
+    inputs = np.load(detector_out / "validation" / "inputs.npz")["inputs"]
+    with np.load(detector_out / "validation" / "reference.npz") as ref:
+        want = ref[fp32["outputs"][0]["name"]]
+    interpreter = Interpreter(model_path=str(detector_out / fp32["files"]["model"]))
+    interpreter.allocate_tensors()
+    detail = interpreter.get_input_details()[0]
+    assert list(detail["shape"]) == [1, 128, 128, 3]
+    got = []
+    for x in inputs:
+        interpreter.set_tensor(detail["index"], np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+        interpreter.invoke()
+        got.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).copy())
+    got = np.stack(got)
+    assert metrics.cosine(got, want) > 0.99999 and metrics.max_abs(got, want) < 1e-3
+    assert fp32["validation"]["task_agreement"] == 1.0
+    assert arts["tflite-fp16"]["size_bytes"] < 0.6 * fp32["size_bytes"]
+    assert arts["tflite-int8-dynamic"]["size_bytes"] < 0.4 * fp32["size_bytes"]
+    for precision in ("fp16", "int8-dynamic"):
+        v = arts[f"tflite-{precision}"]["validation"]
+        assert v["status"] == "ok" and v["task_agreement"] >= 0.9, v
+
+
+def test_detector_metadata_reads_back(detector_out, detector_labels):
+    import json
+
+    entry = _arts(detector_out)["tflite-fp16"]
+    displayer = _displayer(detector_out / entry["files"]["model"])
+    doc = json.loads(displayer.get_metadata_json())
+    assert doc["name"] == "detector" and doc["version"] == "1.0"
+    graph = doc["subgraph_metadata"][0]
+    image = graph["input_tensor_metadata"][0]
+    assert image["content"]["content_properties"]["color_space"] == "RGB"
+    norm = image["process_units"][0]["options"]
+    assert norm == {"mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}
+    output = graph["output_tensor_metadata"][0]
+    assert "[1, 4 + C, N]" in output["description"] and "sigmoid" in output["description"]
+    assert output["associated_files"][0]["type"] == "TENSOR_AXIS_LABELS"
+    labels = displayer.get_associated_file_buffer("labels.txt").decode("utf-8").splitlines()
+    assert labels == detector_labels.read_text(encoding="utf-8").splitlines()  # quotes and Unicode intact
+
+
+def test_classifier_gets_image_classifier_metadata(classifier_out):
+    import json
+
+    arts = _arts(classifier_out)
+    entry = arts["tflite-fp32"]
+    doc = json.loads(_displayer(classifier_out / entry["files"]["model"]).get_metadata_json())
+    output = doc["subgraph_metadata"][0]["output_tensor_metadata"][0]
+    assert output["name"] == "probability" and output["content"]["content_properties_type"] == "FeatureProperties"
+    assert entry["validation"]["task_metric"] == "top1_agreement"
+    assert entry["validation"]["task_agreement"] == 1.0
+
+
+def test_inspect_shows_tflite_metadata(detector_out):
+    from conftest import run_cli
+
+    entry = _arts(detector_out)["tflite-fp32"]
+    result = run_cli("inspect", str(detector_out / entry["files"]["model"]))
+    assert result.returncode == 0, result.stderr
+    text = result.stdout + result.stderr
+    assert "TENSOR_AXIS_LABELS" in text or "labels" in text
+    assert "ünïcode" in text and "255.0" in text
+
+
+def test_gpu_delegate_warnings_name_the_problem(tmp_path):
+    """GATHER_ND, int64 indices and a dynamic batch: three classic reasons the GPU delegate
+    falls back to the CPU on phones. The model is made with TensorFlow's own converter."""
+    import tensorflow as tf
+
+    from edgepack.formats.tflite import gpu_delegate_warnings
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 8], tf.float32), tf.TensorSpec([None, 2], tf.int64)])
+    def gather(x, idx):
+        return tf.gather_nd(x, idx)
+
+    path = tmp_path / "gather.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([gather.get_concrete_function()], gather).convert())
+    warnings = " | ".join(gpu_delegate_warnings(path))
+    assert "GATHER_ND" in warnings and "int64" in warnings and "dynamic input shape" in warnings, warnings
+
+
+def test_clean_model_has_no_gpu_warnings(detector_out):
+    from edgepack.formats.tflite import gpu_delegate_warnings
+
+    entry = _arts(detector_out)["tflite-fp32"]
+    assert gpu_delegate_warnings(detector_out / entry["files"]["model"]) == []
+    assert entry["tflite"]["gpu_delegate_warnings"] == []
+
+
+@pytest.mark.parametrize("dtype", ["int8"])
+def test_runner_quantizes_int8_input(dtype, tmp_path):
+    """The host runner must use the model's own scale/zero point (what the manifest records)."""
+    from edgepack.formats.tflite import TfliteRunner
+    from edgepack.quantize.tflite_quant import io_quantization
+
+    import litert_torch
+    import torch
+
+    from edgepack.quantize import tflite_quant
+
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU()).eval()
+    fp32 = tmp_path / "fp32.tflite"
+    litert_torch.convert(litert_torch.to_channel_last_io(module, args=[0]), (torch.rand(1, 8, 8, 3),)).export(str(fp32))
+    calib = np.random.default_rng(0).random((16, 1, 8, 8, 3), dtype=np.float32)
+    out = tflite_quant.full_int8(fp32, tmp_path / "int8.tflite", calib, "int8", "int8", [])
+    io = io_quantization(out)
+    assert io["inputs"][0]["dtype"] == dtype and io["outputs"][0]["dtype"] == dtype
+    x = np.random.default_rng(1).random((1, 3, 8, 8), dtype=np.float32)
+    got = TfliteRunner(out, {"outputs": [{"shape": [1, 4, 8, 8]}]}, 1).run(x)[0]
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).numpy()  # only the input is NHWC; outputs keep the canonical layout
+    assert metrics.cosine(got, want) > 0.99
