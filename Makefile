@@ -28,7 +28,7 @@ system-deps:
 
 # the built-in example -> every format and precision, validated -> the Android project
 demo: setup
-	$(BIN)/edgepack build --target android --reconvert --precisions fp32,fp16,int8-weight,int8-dynamic,int8 -o $(DEMO_OUT)
+	$(BIN)/edgepack build --target android --target ios --reconvert --precisions fp32,fp16,int8-weight,int8-dynamic,int8 -o $(DEMO_OUT)
 
 test: setup system-deps
 	$(BIN)/python -m pytest -q

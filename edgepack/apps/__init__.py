@@ -2,6 +2,6 @@
 templates/<platform>/. Registered in APPS."""
 
 from edgepack.apps.base import APPS, AppRenderer, render_app
-from edgepack.apps import android  # noqa: F401  (registration)
+from edgepack.apps import android, ios  # noqa: F401  (registration)
 
 __all__ = ["APPS", "AppRenderer", "render_app"]

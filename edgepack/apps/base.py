@@ -60,6 +60,12 @@ def android_string(value: str) -> str:
     return xml_text(text).replace("&apos;", "'").replace("&quot;", '"')
 
 
+def _platform_filters() -> dict[str, Any]:
+    from edgepack.apps.ios import pbx_string, swift_string
+
+    return {"pbx": pbx_string, "swift_string": swift_string}
+
+
 FILTERS = {"kotlin_string": kotlin_string, "cpp_string": cpp_string, "xml": xml_text, "android_string": android_string, "tojson": lambda v: json.dumps(v, ensure_ascii=False)}
 
 
@@ -88,6 +94,7 @@ def render_app(platform: str, manifest: dict[str, Any], out_dir: Path, options: 
         autoescape=False,
     )
     env.filters.update(FILTERS)
+    env.filters.update(_platform_filters())
     target = out_dir / platform
     staging = Path(tempfile.mkdtemp(prefix=f".{platform}.partial-", dir=out_dir))
     try:

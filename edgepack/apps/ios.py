@@ -1,0 +1,185 @@
+"""iOS: the template context for templates/ios/ (SwiftUI, AVFoundation, Vision + Core ML).
+
+The Xcode project file is rendered from a template too: every object ID is derived from a
+stable key (sha1 of e.g. "file:Detector.swift"), so regenerating gives the same file and diffs
+stay readable. The file lists below are the single source of truth for what the project
+references; the tests check that each reference resolves to a rendered file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack.apps.base import APPS, AppRenderer
+from edgepack.errors import SpecError
+
+VERSIONS = {"ios_deployment": "16.0", "swift": "5.0", "xcode_object_version": 56, "xcode_compat": "Xcode 14.0", "tools": "1600"}
+PRECISION_PREFERENCE = ("fp16", "int8-weight", "fp32")
+BUNDLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*(\.[A-Za-z0-9][A-Za-z0-9-]*)+$")
+
+# (path inside the app folder, kind) -- kinds map to Xcode file types and build phases
+APP_SOURCES = ["App.swift", "ContentView.swift", "CameraController.swift", "CameraPreview.swift", "Detector.swift",
+               "OverlayView.swift", "SettingsView.swift", "ModelInfo.swift", "Core/Geometry.swift"]
+TEST_SOURCES = ["GeometryTests.swift", "GoldenImageTests.swift"]
+FILE_TYPES = {".swift": "sourcecode.swift", ".plist": "text.plist.xml", ".txt": "text", ".json": "text.json",
+              ".png": "image.png", ".xcassets": "folder.assetcatalog", ".mlpackage": "folder.mlpackage"}
+
+
+def xcode_id(key: str) -> str:
+    """A stable 24-hex-digit object ID (Xcode's format) for a key."""
+    return hashlib.sha1(f"edgepack:{key}".encode()).hexdigest()[:24].upper()
+
+
+def pbx_string(value: Any) -> str:
+    """A value in an OpenStep property list: bare when safe, else quoted and escaped."""
+    text = str(value)
+    if text and re.fullmatch(r"[A-Za-z0-9_./$]+", text) and not text.startswith("$("):
+        return text
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+    return f'"{escaped}"'
+
+
+def swift_string(value: str) -> str:
+    """Body of a Swift "..." literal."""
+    out = []
+    for ch in str(value):
+        if ch in ('\\', '"'):
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ord(ch) < 0x20:
+            out.append(f"\\u{{{ord(ch):x}}}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def swift_identifier(name: str) -> str:
+    """A Swift type / Xcode target name from free text: ASCII letters and digits, camel-cased."""
+    ascii_text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    words = re.findall(r"[A-Za-z0-9]+", ascii_text)
+    ident = "".join(w[:1].upper() + w[1:] for w in words)
+    if not ident or not ident[0].isalpha():
+        ident = "App" + ident
+    return ident
+
+
+def pick_coreml(manifest: dict[str, Any]) -> dict[str, Any] | None:
+    candidates = [a for a in manifest["artifacts"] if a["format"] == "coreml" and a.get("status") in ("ok", "unverified-on-this-host")]
+    candidates.sort(key=lambda a: PRECISION_PREFERENCE.index(a["precision"]) if a["precision"] in PRECISION_PREFERENCE else 99)
+    return candidates[0] if candidates else None
+
+
+def _file(path: str, group: str, role: str) -> dict[str, str]:
+    name = Path(path).name
+    suffix = Path(path).suffix
+    return {"path": path, "name": name, "group": group, "role": role, "type": FILE_TYPES.get(suffix, "text"),
+            "id": xcode_id(f"file:{group}/{path}"), "build_id": xcode_id(f"build:{group}/{path}")}
+
+
+@APPS.register("ios")
+class IosRenderer(AppRenderer):
+    platform = "ios"
+
+    def context(self, manifest: dict[str, Any], out_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
+        entry = pick_coreml(manifest)
+        if entry is None:
+            raise SpecError("the manifest has no Core ML artifact that passed its checks", "convert with --formats coreml")
+        name = str(options.get("name") or "Edgepack Demo").strip()
+        if not name:
+            raise SpecError("app name is empty", "set app.name in edgepack.yaml")
+        bundle = options.get("bundle_id") or options.get("package") or "dev.edgepack.demo"
+        if not BUNDLE_RE.match(bundle):
+            raise SpecError(f"bundle id {bundle!r} is not valid", "use reverse-DNS letters, digits and hyphens, e.g. com.example.detector")
+        target = swift_identifier(name)
+        model, pre, post = manifest["model"], manifest["preprocessing"], manifest["postprocessing"]
+        model_class = swift_identifier(model["name"]) + "Model"
+        model_file = f"{model_class}.mlpackage"
+        detect = model["task"] == "detect"
+        app_files = [_file(p, "app", "source") for p in APP_SOURCES]
+        app_files += [_file("Info.plist", "app", "plist"), _file("Assets.xcassets", "app", "resource"),
+                      _file(f"Models/{model_file}", "app", "model"), _file("Models/labels.txt", "app", "resource")]
+        test_files = [_file(p, "tests", "source") for p in TEST_SOURCES]
+        test_files += [_file("golden.png", "tests", "resource"), _file("golden_expected.json", "tests", "resource")]
+        ids = {key: xcode_id(key) for key in (
+            "project", "main_group", "products_group", "app_group", "tests_group", "app_target", "test_target",
+            "app_product", "test_product", "app_sources", "app_resources", "app_frameworks", "test_sources",
+            "test_resources", "test_frameworks", "proxy", "dependency", "project_configs", "app_configs", "test_configs",
+            "project_debug", "project_release", "app_debug", "app_release", "test_debug", "test_release",
+        )}
+        groups: dict[str, list[dict[str, str]]] = {}
+        for f in app_files:
+            folder = str(Path(f["path"]).parent)
+            groups.setdefault(folder, []).append(f)
+        subgroups = [{"name": folder, "id": xcode_id(f"group:{folder}"), "files": files} for folder, files in sorted(groups.items()) if folder != "."]
+        return {
+            "app_name": name,
+            "target": target,
+            "bundle_id": bundle,
+            "task": model["task"],
+            "model_name": model["name"],
+            "model_class": model_class,
+            "model_file": model_file,
+            "precision": entry["precision"],
+            "labels": model["labels"],
+            "input_width": pre["input_shape"][3],
+            "input_height": pre["input_shape"][2],
+            "letterbox": pre["resize"] == "letterbox",
+            "score_threshold": float(post["score_threshold"]),
+            "iou_threshold": float(post["iou_threshold"]),
+            "is_detector": detect,
+            "versions": VERSIONS,
+            "ids": ids,
+            "app_files": app_files,
+            "top_files": groups.get(".", []),
+            "subgroups": subgroups,
+            "test_files": test_files,
+            "edgepack_version": manifest["edgepack_version"],
+            "_entry": entry,
+        }
+
+    def copy_assets(self, manifest: dict[str, Any], out_dir: Path, project: Path, context: dict[str, Any]) -> None:
+        from PIL import Image
+
+        entry = context.pop("_entry")
+        app = project / context["target"]
+        models = app / "Models"
+        models.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(out_dir / entry["files"]["model"], models / context["model_file"])
+        shutil.copy(out_dir / "labels.txt", models / "labels.txt")
+        tests = project / f"{context['target']}Tests"
+        tests.mkdir(parents=True, exist_ok=True)
+        # the golden image: the first validation input, already letterboxed to the model size
+        pre = manifest["preprocessing"]
+        x = np.load(out_dir / manifest["validation"]["inputs"])["inputs"][0][0]
+        mean = np.asarray(pre["mean"], np.float32)[:, None, None]
+        std = np.asarray(pre["std"], np.float32)[:, None, None]
+        pixels = np.clip(np.rint(x * std[: x.shape[0]] + mean[: x.shape[0]]), 0, 255).astype(np.uint8).transpose(1, 2, 0)
+        if pre["color_order"] == "bgr":
+            pixels = pixels[..., ::-1]
+        Image.fromarray(pixels).save(tests / "golden.png")
+        expected = json.loads((out_dir / manifest["validation"]["reference_task_outputs"]).read_text())[0]
+        (tests / "golden_expected.json").write_text(json.dumps(golden_expectation(expected, context), indent=1, ensure_ascii=False))
+
+
+def golden_expectation(expected: Any, context: dict[str, Any]) -> dict[str, Any]:
+    """What the XCTest compares with: boxes normalized to the image (top-left origin) with labels,
+    or the top-1 label."""
+    labels = context["labels"]
+    if not context["is_detector"]:
+        return {"task": "classify", "label": labels[int(expected)] if isinstance(expected, int) else labels[int(expected[0])]}
+    w, h = context["input_width"], context["input_height"]
+    boxes = []
+    for d in expected:
+        x1, y1, x2, y2 = d["box"]
+        boxes.append({"label": labels[d["class"]], "score": d["score"],
+                      "rect": [round(x1 / w, 6), round(y1 / h, 6), round((x2 - x1) / w, 6), round((y2 - y1) / h, 6)]})
+    return {"task": "detect", "min_f1": 0.9, "iou": 0.5, "boxes": boxes}
