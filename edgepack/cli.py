@@ -87,9 +87,9 @@ def convert(model, config, **spec_flags) -> None:
 
 @cli.command()
 @click.argument("model", required=False)
-@click.option("--target", "targets", multiple=True, required=True, help="App platform to generate: android (repeatable).")
+@click.option("--target", "targets", multiple=True, required=True, help="App platform to generate: android, ios (repeatable).")
 @click.option("--app-name", help="Display name of the app (default: app.name in the config).")
-@click.option("--package", help="Android application id / iOS bundle id (default: app.package).")
+@click.option("--package", help="Android application id and iOS bundle id (default: app.package).")
 @click.option("--reconvert", is_flag=True, help="Convert again even when OUT already has a manifest.")
 @_spec_options
 def build(model, targets, app_name, package, reconvert, config, **spec_flags) -> None:
@@ -111,7 +111,8 @@ def build(model, targets, app_name, package, reconvert, config, **spec_flags) ->
         with console.step("Generating", f"{target} project") as s:
             project = render_app(target, manifest, out, options)
             s["note"] = str(project)
-    console.info(f"open {out / targets[0]} in {'Android Studio' if targets[0] == 'android' else 'Xcode'}; see its README.md")
+    for target in targets:
+        console.info(f"open {out / target} in {'Android Studio' if target == 'android' else 'Xcode'}; see its README.md")
 
 
 @cli.command()
