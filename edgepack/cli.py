@@ -52,12 +52,12 @@ def _load(config, **overrides):
     return load_spec(config, overrides)
 
 
-def _convert(spec) -> dict:
+def _convert(spec, force: bool = False) -> dict:
     """Run the conversion recorded with the command line that asked for it, and report it."""
     from edgepack.pipeline import Build
 
     command = "edgepack " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    manifest = Build(spec, command=command).run()
+    manifest = Build(spec, command=command).run(force=force)
     _finish(manifest, manifest["_out"], spec.validation.strict)
     return manifest
 
@@ -77,11 +77,13 @@ def _finish(manifest: dict, out: str, strict: bool) -> None:
 
 @cli.command()
 @click.argument("model", required=False)
+@click.option("--force", is_flag=True, help="Convert even when OUT holds a build from the same model, config and tools.")
 @_spec_options
-def convert(model, config, **spec_flags) -> None:
-    """Convert MODEL (.onnx, TorchScript .pt, package.module:factory; none: the built-in example)
-    to every requested format and precision, validate each on its host runtime, write OUT/manifest.json."""
-    manifest = _convert(_load(config, model=model, **spec_flags))
+def convert(model, force, config, **spec_flags) -> None:
+    """Convert MODEL (.onnx, .keras/.h5, TorchScript .pt, package.module:factory; none: the built-in
+    example) to every requested format and precision, validate each on its host runtime, write
+    OUT/manifest.json. An unchanged rerun reuses OUT (content-hash cache)."""
+    manifest = _convert(_load(config, model=model, **spec_flags), force=force)
     console.info(f"outputs in {manifest['_out']}  (next: edgepack build --target android {manifest['_out']})")
 
 
@@ -102,7 +104,7 @@ def build(model, targets, app_name, package, reconvert, config, **spec_flags) ->
     spec = _load(config, model=model, **spec_flags)
     out = Path(spec.output).resolve()
     if reconvert or model or config or not (out / MANIFEST_NAME).is_file():
-        _convert(spec)
+        _convert(spec, force=reconvert)
     else:
         console.info(f"using the existing conversion in {out} (--reconvert to redo it)")
     manifest = load_manifest(out)

@@ -31,7 +31,8 @@ from edgepack.validate.validator import TaskSpec, compare, static_validation, ta
 
 VALIDATION_SEED = 20261121  # generated validation scenes; calibration uses other seeds
 CALIBRATION_SEED = 7
-TOOL_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxsim", "pnnx", "ncnn", "mnn", "numpy")
+TOOL_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxsim", "pnnx", "ncnn", "mnn", "numpy", "tensorflow-cpu", "keras",
+                 "ai-edge-litert", "ai-edge-quantizer", "litert-torch", "tflite-support", "onnx2torch", "coremltools")
 
 
 @dataclass(frozen=True)
@@ -193,10 +194,18 @@ class Build:
         self.plan = make_plan(spec, self.builtin)
         self.task = TaskSpec(spec.model.task, spec.model.head, spec.validation.score_threshold, spec.validation.iou_threshold)
 
-    def run(self) -> dict[str, Any]:
+    def run(self, force: bool = False) -> dict[str, Any]:
+        from edgepack.cache import cache_key, reusable_manifest
+
+        out = Path(self.spec.output).resolve()
+        key = cache_key(self.spec, TOOL_PACKAGES) if self.module is None else None
+        cached = None if force else reusable_manifest(out, key)
+        if cached is not None:
+            console.info(f"unchanged since the last build (model, config and tool versions hash to the same key): reusing {out}")
+            cached["_out"], cached["_cached"] = str(out), True
+            return cached
         for name in {p.format for p in self.plan}:
             FORMATS.get(name)().check_environment()
-        out = Path(self.spec.output).resolve()
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="edgepack-work-") as tmp, staged_output(out) as staging:
             work = Path(tmp)
@@ -248,6 +257,7 @@ class Build:
                 manifest["artifacts"].append(entry)
             shutil.copy(model.onnx_path, staging / "reference" / "model.onnx")
             manifest["build_seconds"] = round(time.perf_counter() - started, 2)
+            manifest["cache_key"] = key
             write_json_atomic(staging / MANIFEST_NAME, manifest)
         manifest["_out"] = str(out)
         return manifest

@@ -167,3 +167,26 @@ def test_init_then_convert_builtin_from_config(tmp_path, precisions):
     arts = by_id(load_manifest(tmp_path / "edgepack-out"))
     assert list(arts) == ["mnn-fp16"]
     assert arts["mnn-fp16"]["status"] == "ok"
+
+
+def test_unchanged_rerun_is_reused_and_changes_invalidate(tmp_path, onnx_detector):
+    out = tmp_path / "out"
+    args = ("convert", str(onnx_detector), "--formats", "ncnn", "--precisions", "fp16", "-o", str(out))
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    key, created = load_manifest(out)["cache_key"], load_manifest(out)["created"]
+    assert key and len(key) == 64
+    again = run_cli(*args)
+    assert again.returncode == 0 and "unchanged since the last build" in again.stdout + again.stderr
+    assert load_manifest(out)["created"] == created  # nothing was rebuilt
+    # a tampered artifact, a different config and --force all convert again
+    param = out / load_manifest(out)["artifacts"][0]["files"]["bin"]
+    param.write_bytes(param.read_bytes()[:-4] + b"\0\0\0\0")
+    tampered = run_cli(*args)
+    reused = "unchanged since the last build"
+    assert tampered.returncode == 0 and reused not in tampered.stdout + tampered.stderr
+    changed = run_cli(*args[:-2], "--calib-count", "50", "-o", str(out))
+    assert changed.returncode == 0 and reused not in changed.stdout + changed.stderr
+    assert load_manifest(out)["cache_key"] != key
+    forced = run_cli(*args, "--force")
+    assert forced.returncode == 0 and reused not in forced.stdout + forced.stderr

@@ -52,11 +52,18 @@ def check_package(package: str) -> None:
         raise SpecError(f"app package {package!r} uses the reserved word {bad[0]!r}", "rename that segment")
 
 
+def _float_io(entry: dict[str, Any]) -> bool:
+    """The app feeds and reads float tensors: a full-integer TFLite model (int8 I/O) needs the
+    (de)quantization an app would add with the scale/zero point from the manifest."""
+    io = (entry.get("tflite") or {}).get("io")
+    return io is None or all(t["dtype"] == "float32" for t in io["inputs"] + io["outputs"])
+
+
 def pick_artifacts(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """One artifact per backend: a passing one, preferring the precisions phones run fastest."""
     chosen: dict[str, dict[str, Any]] = {}
     for fmt in ANDROID_FORMATS:
-        candidates = [a for a in manifest["artifacts"] if a["format"] == fmt and a.get("status") != "failed"]
+        candidates = [a for a in manifest["artifacts"] if a["format"] == fmt and a.get("status") != "failed" and _float_io(a)]
         if not candidates:
             continue
         candidates.sort(key=lambda a: (a.get("status") != "ok", PRECISION_PREFERENCE.index(a["precision"]) if a["precision"] in PRECISION_PREFERENCE else 99))

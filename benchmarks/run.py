@@ -1,0 +1,150 @@
+"""The benchmark: prints a Markdown table and writes JSON (benchmarks/results/latest.{md,json}).
+
+For the built-in example detector and a YOLOv8n-sized detector defined in code, per artifact:
+conversion wall time, file size and its ratio to the same format's fp32, host latency
+median/p90 at 1 and 2 threads, and the task-metric delta: mAP50-95 on a fixed generated
+evaluation set for the example (trained) detector; box-F1 agreement with the fp32 reference for
+the random-weight YOLOv8n-sized one (mAP means nothing there). Plus the end-to-end
+`edgepack convert` wall time for every format and precision, and a second, unchanged run
+(content-hash cache, target <= 2 s). Targets are reported, never asserted.
+
+    .venv/bin/python benchmarks/run.py            # or: make benchmark
+    .venv/bin/python benchmarks/run.py --models example --latency-runs 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ALL_PRECISIONS = "fp32,fp16,int8-weight,int8-dynamic,int8"
+EVAL_SEED, EVAL_IMAGES = 424242, 60
+
+
+def cli(*args: str, cwd: Path | None = None) -> tuple[float, subprocess.CompletedProcess]:
+    env = {**os.environ, "PYTHONPATH": str(HERE) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "edgepack", *args], capture_output=True, text=True, cwd=cwd, env=env)
+    elapsed = time.perf_counter() - start
+    if result.returncode not in (0, 6):  # 6: some artifact degraded/failed -- that is a result, not a crash
+        sys.exit(f"edgepack {' '.join(args)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return elapsed, result
+
+
+def latency(entry: dict, out: Path, x: np.ndarray, threads: int, runs: int) -> dict[str, float] | None:
+    from edgepack.formats import FORMATS
+    from edgepack.manifest import artifact_files
+
+    fmt = FORMATS.get(entry["format"])()
+    if not fmt.info.numeric_validation:
+        return None
+    from edgepack.validate.validator import measure_latency
+
+    stats = measure_latency(fmt.open_runner(artifact_files(out, entry), entry, threads), x, runs, warmup=3)
+    return {"median_ms": round(stats["median_ms"], 2), "p90_ms": round(stats["p90_ms"], 2)}
+
+
+def bench_model(name: str, source: list[str], work: Path, runs: int, dataset: Path | None) -> dict:
+    out = work / name
+    print(f"[{name}] converting to every format and precision ...", file=sys.stderr, flush=True)
+    wall, _ = cli("convert", *source, "--precisions", ALL_PRECISIONS, "-o", str(out), "--force")
+    record: dict = {"model": name, "convert_all_seconds": round(wall, 1)}
+    if dataset is not None:
+        print(f"[{name}] mAP on {EVAL_IMAGES} generated scenes ...", file=sys.stderr, flush=True)
+        cli("validate", str(out), "--dataset", str(dataset))
+    if name == "example":
+        print(f"[{name}] second, unchanged run ...", file=sys.stderr, flush=True)
+        again, result = cli("convert", *source, "--precisions", ALL_PRECISIONS, "-o", str(out))
+        record["second_run_seconds"] = round(again, 2)
+        record["second_run_reused"] = "unchanged since the last build" in result.stdout + result.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    x = np.load(out / manifest["validation"]["inputs"])["inputs"][0]
+    fp32_size = {e["format"]: e["size_bytes"] for e in manifest["artifacts"] if e["precision"] == "fp32"}
+    rows = []
+    for entry in manifest["artifacts"]:
+        print(f"[{name}] latency {entry['id']} ...", file=sys.stderr, flush=True)
+        v = entry.get("validation", {})
+        metric = entry.get("dataset_metric") or {}
+        row = {
+            "artifact": entry["id"],
+            "status": entry["status"],
+            "convert_s": entry["conversion_seconds"],
+            "size_mb": round(entry["size_bytes"] / 1e6, 2),
+            "size_ratio": round(entry["size_bytes"] / fp32_size[entry["format"]], 2) if entry["format"] in fp32_size else None,
+            "latency_1t": latency(entry, out, x, 1, runs),
+            "latency_2t": latency(entry, out, x, 2, runs),
+        }
+        if "map50_95_delta" in metric:
+            row["task_delta"] = f"mAP50-95 {metric['map50_95_delta']:+.4f}"
+        elif "task_agreement" in v:
+            row["task_delta"] = f"box F1 vs fp32 {v['task_agreement'] - 1:+.3f}"
+        else:
+            row["task_delta"] = "not measured here (Core ML)" if entry["format"] == "coreml" else "-"
+        rows.append(row)
+    record["artifacts"] = rows
+    if "dataset" in manifest:
+        record["reference_map50_95"] = manifest["dataset"]["reference"]["map50_95"]
+    return record
+
+
+def markdown(results: list[dict], machine: str) -> str:
+    lines = [f"Benchmark of {time.strftime('%Y-%m-%d')} on {machine}.", ""]
+    for r in results:
+        head = f"**{r['model']}**: all formats and precisions converted in {r['convert_all_seconds']} s"
+        if "second_run_seconds" in r:
+            head += f"; second, unchanged run {r['second_run_seconds']} s ({'reused' if r['second_run_reused'] else 'NOT reused'})"
+        if "reference_map50_95" in r:
+            head += f"; reference mAP50-95 {r['reference_map50_95']:.4f}"
+        lines += [head + ".", "",
+                  "| artifact | status | convert s | size MB (x fp32) | 1 thread median / p90 ms | 2 threads median / p90 ms | task metric delta |",
+                  "|---|---|---|---|---|---|---|"]
+        for a in r["artifacts"]:
+            lat = lambda d: f"{d['median_ms']} / {d['p90_ms']}" if d else "-"  # noqa: E731
+            ratio = f" ({a['size_ratio']})" if a["size_ratio"] is not None else ""
+            lines.append(f"| {a['artifact']} | {a['status']} | {a['convert_s']} | {a['size_mb']}{ratio} | {lat(a['latency_1t'])} | {lat(a['latency_2t'])} | {a['task_delta']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="example,yolov8n-sized")
+    parser.add_argument("--latency-runs", type=int, default=30)
+    parser.add_argument("--results", default=str(HERE / "results"))
+    args = parser.parse_args()
+    from edgepack.datasets.shapes import write_detection_set
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+    results = []
+    with tempfile.TemporaryDirectory(prefix="edgepack-bench-") as tmp:
+        work = Path(tmp)
+        dataset = write_detection_set(work / "eval", EVAL_IMAGES, seed=EVAL_SEED)
+        for name in args.models.split(","):
+            if name == "example":
+                results.append(bench_model("example", [], work, args.latency_runs, dataset))
+            elif name == "yolov8n-sized":
+                calib = write_detection_set(work / "calib", 64, seed=7, size=(480, 640)) / "images"
+                source = ["models:yolov8n_sized", "--task", "detect", "--calib", str(calib), "--calib-count", "64"]
+                results.append(bench_model("yolov8n-sized", source, work, args.latency_runs, None))
+            else:
+                sys.exit(f"unknown model {name!r} (choose from: example, yolov8n-sized)")
+    folder = Path(args.results)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "latest.json").write_text(json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"), "results": results}, indent=1))
+    text = markdown(results, machine)
+    (folder / "latest.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
