@@ -69,6 +69,7 @@ def bench_model(name: str, source: list[str], work: Path, runs: int, dataset: Pa
         record["second_run_reused"] = "unchanged since the last build" in result.stdout + result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     x = np.load(out / manifest["validation"]["inputs"])["inputs"][0]
+    reference_boxes = sum(len(b) for b in json.loads((out / manifest["validation"]["reference_task_outputs"]).read_text()))
     fp32_size = {e["format"]: e["size_bytes"] for e in manifest["artifacts"] if e["precision"] == "fp32"}
     rows = []
     for entry in manifest["artifacts"]:
@@ -86,8 +87,8 @@ def bench_model(name: str, source: list[str], work: Path, runs: int, dataset: Pa
         }
         if "map50_95_delta" in metric:
             row["task_delta"] = f"mAP50-95 {metric['map50_95_delta']:+.4f}"
-        elif "task_agreement" in v:
-            row["task_delta"] = f"box F1 vs fp32 {v['task_agreement'] - 1:+.3f}"
+        elif "task_agreement" in v:  # random weights: agreement with the reference's own boxes, and cosine
+            row["task_delta"] = f"box F1 vs fp32 {v['task_agreement'] - 1:+.3f} ({reference_boxes} boxes); cosine {v['cosine']:.5f}"
         else:
             row["task_delta"] = "not measured here (Core ML)" if entry["format"] == "coreml" else "-"
         rows.append(row)

@@ -10,7 +10,6 @@ compute latency statistics from the raw per-iteration times, remove the run fold
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 import uuid
@@ -240,11 +239,10 @@ class DeviceRun:
         result = json.loads((local / RESULT_FILE).read_text())
         names = [o["name"] for o in entry["outputs"]]
         got: list[list[np.ndarray]] = [[] for _ in names]
-        for record in sorted(result["outputs"], key=lambda r: (r["input"], names.index(r["name"]) if r["name"] in names else 0)):
+        for record in sorted(result["outputs"], key=lambda r: r["input"]):
+            index = names.index(record["name"]) if record["name"] in names else 0  # runners name blobs their own way
             self.adb.pull(self.serial, f"{outdir}/{record['file']}", local / record["file"])
-            index = [o["name"] for o in entry["outputs"]].index(record["name"]) if record["name"] in names else 0
-            shape = entry["outputs"][index]["shape"]
-            got[index].append(np.fromfile(local / record["file"], dtype="<f4").reshape(shape))
+            got[index].append(np.fromfile(local / record["file"], dtype="<f4").reshape(entry["outputs"][index]["shape"]))
         case.latencies_ms = [float(v) for v in result["latencies_ms"]]
         case.latency = latency_stats(case.latencies_ms)
         case.metrics, problems = compare_with_reference(self.out, self.manifest, entry, [np.stack(g) for g in got])
@@ -325,7 +323,3 @@ def run_device_test(out_dir: str | Path, adb: Adb, serial: str | None, all_devic
     write_reports(report, target)
     report["_dir"] = str(target)
     return report
-
-
-def cleanup_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)

@@ -253,15 +253,12 @@ def _network_spec(spec: Any) -> Any:
 
 
 def _classify_labels(network: Any) -> list[str]:
+    """The class labels of an ML Program classifier: the `classes` input of its classify op,
+    stored inline as a list of string scalars."""
     for op in _program_ops(network):
         if op.type == "classify":
-            source = op.inputs["classes"].arguments[0]
-            if source.HasField("value"):
-                return list(source.value.immediateValue.list.values and [v.immediateValue.tensor.strings.values[0] for v in source.value.immediateValue.list.values] or source.value.immediateValue.tensor.strings.values)
-            name = source.name
-            for const in _program_ops(network):
-                if const.type == "const" and const.outputs[0].name == name:
-                    return list(const.attributes["val"].immediateValue.tensor.strings.values)
+            value = op.inputs["classes"].arguments[0].value.immediateValue
+            return [item.immediateValue.tensor.strings.values[0] for item in value.list.values]
     return []
 
 

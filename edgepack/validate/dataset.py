@@ -3,7 +3,9 @@ faster-coco-eval), top-1 accuracy for classifiers, for the reference and every h
 artifact, with the shared preprocessing and decoder.
 
 Layouts: detectors `DIR/images/*` + `DIR/labels/<stem>.txt` (YOLO: `class cx cy w h`,
-normalized); classifiers one sub-folder per class named as in labels.txt (ImageFolder).
+normalized), or COCO json (`DIR/annotations.json`, or the .json file itself, with images under
+`DIR/images/` or `DIR/`; categories matched to labels.txt by name, else in category-id order);
+classifiers one sub-folder per class named as in labels.txt (ImageFolder).
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def load_dataset(folder: str | Path, manifest: dict[str, Any]) -> list[Sample]:
             tensor, box = preprocess(image, spec, shape)
             samples.append(Sample(tensor, box, image.shape[:2], np.zeros((0, 4)), np.array([labels.index(name)])))
         return samples
+    coco = _coco_file(folder)
+    if coco is not None:
+        return _load_coco(coco, spec, shape, model["labels"])
     images_dir = folder / "images" if (folder / "images").is_dir() else folder
     labels_dir = folder / "labels" if (folder / "labels").is_dir() else folder
     for image_path in list_images(images_dir):
@@ -65,6 +70,43 @@ def load_dataset(folder: str | Path, manifest: dict[str, Any]) -> list[Sample]:
         boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
         tensor, box = preprocess(image, spec, shape)
         samples.append(Sample(tensor, box, (h, w), boxes, rows[:, 0].astype(np.int64)))
+    return samples
+
+
+def _coco_file(path: Path) -> Path | None:
+    if path.is_file() and path.suffix == ".json":
+        return path
+    candidates = [path / "annotations.json", *sorted((path / "annotations").glob("*.json"))] if path.is_dir() else []
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _load_coco(json_path: Path, spec: ModelSpec, shape: tuple[int, ...], labels: list[str]) -> list[Sample]:
+    import json
+
+    try:
+        doc = json.loads(json_path.read_text(encoding="utf-8"))
+        images, annotations, categories = doc["images"], doc.get("annotations", []), doc["categories"]
+    except (ValueError, KeyError) as e:
+        raise SpecError(f"{json_path} is not a COCO detection file ({type(e).__name__}: {e})", "it needs images, annotations and categories") from None
+    if all(c.get("name") in labels for c in categories):
+        class_of = {c["id"]: labels.index(c["name"]) for c in categories}
+    else:
+        class_of = {c["id"]: i for i, c in enumerate(sorted(categories, key=lambda c: c["id"]))}
+    root = json_path.parent.parent if json_path.parent.name == "annotations" else json_path.parent
+    by_image: dict[int, list[dict]] = {}
+    for a in annotations:
+        by_image.setdefault(a["image_id"], []).append(a)
+    samples = []
+    for record in images:
+        candidates = [root / "images" / record["file_name"], root / record["file_name"]]
+        image_path = next((c for c in candidates if c.is_file()), None)
+        if image_path is None:
+            raise SpecError(f"{json_path}: image {record['file_name']} not found under {root}/images or {root}")
+        image = load_image(image_path)
+        anns = [a for a in by_image.get(record["id"], []) if not a.get("iscrowd")]
+        boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns]).reshape(-1, 4)
+        tensor, box = preprocess(image, spec, shape)
+        samples.append(Sample(tensor, box, image.shape[:2], boxes, np.array([class_of[a["category_id"]] for a in anns], dtype=np.int64)))
     return samples
 
 

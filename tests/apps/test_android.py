@@ -240,3 +240,16 @@ def test_unknown_target_fails_before_converting(tmp_path):
     result = run_cli("build", "--target", "androd", "-o", str(out))
     assert result.returncode == 2 and "did you mean 'android'" in result.stderr
     assert not out.exists()
+
+
+def test_app_bundles_only_float_io_tflite_models():
+    """The Kotlin TFLite path feeds floats: a full-integer model (int8 I/O) is not picked."""
+    from edgepack.apps.android import pick_artifacts
+
+    def tflite(precision, dtype):
+        io = {"inputs": [{"dtype": dtype}], "outputs": [{"dtype": dtype}]}
+        return {"format": "tflite", "precision": precision, "status": "ok", "tflite": {"io": io}}
+
+    manifest = {"artifacts": [tflite("int8", "int8"), tflite("int8-dynamic", "float32")]}
+    assert pick_artifacts(manifest)["tflite"]["precision"] == "int8-dynamic"
+    assert pick_artifacts({"artifacts": [tflite("int8", "int8")]}) == {}

@@ -56,3 +56,38 @@ def test_classifier_dataset_metrics(classifier_out, tmp_path):
     m = load_manifest(out)
     assert 0 <= m["dataset"]["reference"]["top1"] <= 1
     assert all(abs(e["dataset_metric"]["top1_delta"]) < 1e-9 for e in m["artifacts"] if e["precision"] == "fp32")
+
+
+def test_coco_json_gives_the_same_samples_as_yolo_txt(detector_out, tmp_path):
+    """The same images and boxes as COCO json (category names = labels, ids shuffled) and as YOLO
+    txt load to the same ground truth, so both layouts give the same mAP."""
+    import json
+
+    from PIL import Image
+
+    from edgepack.validate.dataset import load_dataset
+
+    manifest = load_manifest(detector_out)
+    labels = manifest["model"]["labels"]
+    yolo = write_detection_set(tmp_path / "yolo", 5, seed=13, size=(128, 160))
+    coco_dir = tmp_path / "coco"
+    (coco_dir / "images").mkdir(parents=True)
+    images, annotations = [], []
+    for i, image_path in enumerate(sorted((yolo / "images").iterdir())):
+        (coco_dir / "images" / image_path.name).write_bytes(image_path.read_bytes())
+        w, h = Image.open(image_path).size
+        images.append({"id": 100 + i, "file_name": image_path.name, "width": w, "height": h})
+        for row in np.loadtxt(yolo / "labels" / f"{image_path.stem}.txt", ndmin=2):
+            cls = int(row[0]) % len(labels)
+            bw, bh = row[3] * w, row[4] * h
+            annotations.append({"id": len(annotations) + 1, "image_id": 100 + i, "category_id": 7 + cls,
+                                "bbox": [row[1] * w - bw / 2, row[2] * h - bh / 2, bw, bh], "area": bw * bh, "iscrowd": 0})
+    categories = [{"id": 7 + c, "name": name} for c, name in reversed(list(enumerate(labels)))]
+    (coco_dir / "annotations.json").write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    from_coco = load_dataset(coco_dir, manifest)
+    from_yolo = load_dataset(yolo, manifest)
+    assert len(from_coco) == len(from_yolo) == 5
+    for a, b in zip(from_coco, from_yolo):
+        assert np.allclose(a.boxes, b.boxes, atol=1e-3)
+        assert list(a.classes) == [int(c) % len(labels) for c in b.classes]
+        assert np.array_equal(a.tensor, b.tensor)
