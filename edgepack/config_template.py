@@ -5,7 +5,7 @@ CONFIG_TEMPLATE = """\
 # Paths are relative to this file.
 
 model:
-  # .onnx file, TorchScript .pt file, or package.module:factory returning an nn.Module.
+  # .onnx file, Keras .keras/.h5 file, TorchScript .pt file, or package.module:factory returning an nn.Module.
   # Leave out to use the built-in example (builtin:shapes-detector / builtin:shapes-classifier).
   # source: model.onnx
   task: detect              # detect | classify
@@ -25,8 +25,9 @@ model:
 calibration:                # int8 only
   # images: calib/          # a folder of representative images (100+ recommended)
   count: 200                # sampled with a fixed seed
-  method: kl                # kl | minmax | percentile
+  method: kl                # kl | minmax | percentile (ncnn; MNN maps them to KL / EMA)
   seed: 0
+  int8_io: int8             # TFLite full int8: int8 | float input/output tensors
 
 validation:
   images: null              # held-back images; default: generated scenes
@@ -40,6 +41,8 @@ validation:
 targets:                    # format: [precisions]; leave out for the defaults
   ncnn: [fp32, fp16]
   mnn: [fp32, fp16, int8-weight]
+  tflite: [fp32, fp16, int8-dynamic]
+  coreml: [fp16, int8-weight]
 
 app:
   name: Edgepack Demo
