@@ -204,8 +204,6 @@ class Build:
             console.info(f"unchanged since the last build (model, config and tool versions hash to the same key): reusing {out}")
             cached["_out"], cached["_cached"] = str(out), True
             return cached
-        for name in {p.format for p in self.plan}:
-            FORMATS.get(name)().check_environment()
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="edgepack-work-") as tmp, staged_output(out) as staging:
             work = Path(tmp)
@@ -213,6 +211,9 @@ class Build:
                 model = load_source(self.spec.model, work, self.module, self.example_input)
                 s["note"] = f"{model.source_kind}, input {list(model.input_shape)}, opset {model.opset}"
             labels = resolve_labels(self.spec, model, self.builtin)
+            # after the source and labels: bad input is reported before the converters' slow imports
+            for name in {p.format for p in self.plan}:
+                FORMATS.get(name)().check_environment()
             self.task = dataclasses.replace(self.task, num_classes=len(labels) or None)
             name = _model_name(self.spec, model, self.builtin)
             with console.step("Preparing", "validation inputs") as s:
