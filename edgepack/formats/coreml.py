@@ -16,6 +16,7 @@ numeric status is `unverified-on-this-host`, never `ok`.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +186,9 @@ class CoreMLFormat(TargetFormat):
             sample_out = view(example)
             # torch.export: shape arithmetic becomes static (TorchScript tracing leaves aten::Int casts
             # that coremltools 9 cannot convert)
-            traced = torch.export.export(view, (example,)).run_decompositions({})
+            with warnings.catch_warnings():  # torch 2.13's pytree deprecation notice, not actionable here
+                warnings.simplefilter("ignore", FutureWarning)
+                traced = torch.export.export(view, (example,)).run_decompositions({})
         color = {"rgb": ct.colorlayout.RGB, "bgr": ct.colorlayout.BGR}[job.spec.model.color_order] if c == 3 else ct.colorlayout.GRAYSCALE
         image = ct.ImageType(name="image", shape=(1, c, h, w), scale=scale, bias=bias if c == 3 else bias[:1], color_layout=color)
         is_classifier = job.spec.model.task == "classify"
