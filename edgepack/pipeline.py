@@ -202,7 +202,7 @@ class Build:
         cached = None if force else reusable_manifest(out, key)
         if cached is not None:
             console.info(f"unchanged since the last build (model, config and tool versions hash to the same key): reusing {out}")
-            cached["_out"], cached["_cached"] = str(out), True
+            cached["_out"] = str(out)
             return cached
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="edgepack-work-") as tmp, staged_output(out) as staging:
@@ -248,7 +248,7 @@ class Build:
                             self.spec.validation.latency_runs, self.spec.validation.threads,
                         )
                     else:
-                        entry["validation"] = static_validation(fmt.static_checks(files, entry, labels), f"{fmt.info.runtime}: structure checked, numbers not")
+                        entry["validation"] = static_validation(fmt, files, entry, labels)
                     entry["status"] = entry["validation"]["status"]
                     s["note"] = _status_note(entry)
                 for suffix, text in fmt.sidecars(entry).items():

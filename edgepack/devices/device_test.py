@@ -275,8 +275,7 @@ def compare_with_reference(out: Path, manifest: dict[str, Any], entry: dict[str,
             problems.append(f"output {o['name']} has NaN/inf")
         elif cos < COSINE_FLOOR[precision]:
             problems.append(f"output {o['name']}: cosine {cos:.6f} < {COSINE_FLOOR[precision]} (max-abs {diff:.3g}) vs host reference")
-    model, post = manifest["model"], manifest["postprocessing"]
-    task = TaskSpec(model["task"], model["head"] or "raw", post["score_threshold"], post["iou_threshold"], model["num_classes"] or None)
+    task = TaskSpec.for_manifest(manifest)
     agreement = task_agreement(task, task_outputs(task, reference), task_outputs(task, outputs))
     if agreement:
         record["task_metric"], record["task_agreement"] = agreement[0], round(agreement[1], 4)

@@ -39,16 +39,14 @@ def revalidate(out_dir: str | Path, threads: int = 2, latency_runs: int = 10, da
             s["note"] = ", ".join(f"{k} {v:.4f}" for k, v in reference_metric.items())
         manifest["dataset"] = {"path": str(dataset), "images": len(samples), "reference": reference_metric}
     inputs, reference = load_validation_set(out, manifest)
-    post = manifest["postprocessing"]
-    model = manifest["model"]
-    task = TaskSpec(model["task"], model["head"] or "raw", post["score_threshold"], post["iou_threshold"], model["num_classes"] or None)
+    task = TaskSpec.for_manifest(manifest)
     reference_task = task_outputs(task, reference)
     for entry in manifest["artifacts"]:
         fmt = FORMATS.get(entry["format"])()
         files = artifact_files(out, entry)
         with console.step("Validating", entry["id"]) as s:
             if not fmt.info.numeric_validation:
-                entry["validation"] = static_validation(fmt.static_checks(files, entry, manifest["model"]["labels"]), f"{fmt.info.runtime}: structure checked, numbers not")
+                entry["validation"] = static_validation(fmt, files, entry, manifest["model"]["labels"])
                 entry["status"] = s["note"] = entry["validation"]["status"]
                 if samples is not None:
                     entry["dataset_metric"] = {"not_measured": f"{fmt.info.title} cannot run on this host ({fmt.info.runtime})"}

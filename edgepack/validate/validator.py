@@ -37,6 +37,12 @@ class TaskSpec:
         v, m = job.spec.validation, job.spec.model
         return cls(m.task, m.head, v.score_threshold, v.iou_threshold, len(job.labels or []) or None)
 
+    @classmethod
+    def for_manifest(cls, manifest: dict[str, Any]) -> "TaskSpec":
+        """The task recorded in an output folder's manifest (revalidation, device tests)."""
+        model, post = manifest["model"], manifest["postprocessing"]
+        return cls(model["task"], model["head"] or "raw", post["score_threshold"], post["iou_threshold"], model["num_classes"] or None)
+
 
 def task_outputs(task: TaskSpec, outputs: list[np.ndarray]) -> list[Any]:
     """What the task metric compares, per input image: detections or the top-1 class."""
@@ -129,12 +135,13 @@ def compare(
 UNVERIFIED = "unverified-on-this-host"
 
 
-def static_validation(checks: list[dict[str, Any]], runtime_note: str) -> dict[str, Any]:
-    """The validation record of an artifact no host runtime can execute: structural checks only,
-    so the best status is `unverified-on-this-host`, never `ok`."""
+def static_validation(fmt: Any, files: dict[str, Any], entry: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+    """The validation record of an artifact no host runtime can execute (`fmt` is its
+    TargetFormat): structural checks only, so the best status is `unverified-on-this-host`, never `ok`."""
+    checks = fmt.static_checks(files, entry, labels)
     failed = [f"{c['check']}: {c['detail']}" for c in checks if not c["ok"]]
     return {
         "status": "failed" if failed else UNVERIFIED,
-        "reasons": failed or [runtime_note],
+        "reasons": failed or [f"{fmt.info.runtime}: structure checked, numbers not"],
         "static_checks": checks,
     }
