@@ -12,6 +12,7 @@ import click
 
 from edgepack import __version__, console
 from edgepack.errors import EdgepackError, SpecError, ValidationError
+from edgepack.spec import COLOR_ORDERS, HEADS, RESIZE_MODES, TASKS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -28,7 +29,22 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
 def _spec_options(f):
     options = [
         click.option("-c", "--config", type=click.Path(dir_okay=False), help="edgepack.yaml (flags override it)."),
-        click.option("--task", type=click.Choice(["detect", "classify"]), help="Model task."),
+        click.option("--task", type=click.Choice(list(TASKS)), help="Model task (default: the model's metadata, else detect)."),
+        click.option("--head", type=click.Choice(list(HEADS)), help="Detector output layout (model.head)."),
+        click.option("--mean", help="Per-channel mean in 0..255 pixel units, e.g. 123.675,116.28,103.53."),
+        click.option("--std", help="Per-channel std in 0..255 pixel units, e.g. 58.395,57.12,57.375 (default 255,255,255)."),
+        click.option("--color-order", type=click.Choice(list(COLOR_ORDERS)), help="Channel order the model expects."),
+        click.option("--resize", type=click.Choice(list(RESIZE_MODES)), help="letterbox (keep aspect, pad) or stretch."),
+        click.option("--name", help="Artifact base name (default: the model file's name)."),
+        click.option("--description", help="Model description for the metadata."),
+        click.option("--model-version", help="Model version for the metadata."),
+        click.option("--author", help="Model author for the metadata."),
+        click.option("--license", help="Model licence for the metadata."),
+        click.option("--val-images", type=click.Path(), help="Folder of held-back images to validate on."),
+        click.option("--val-count", type=click.IntRange(1), help="How many validation images (default 8)."),
+        click.option("--score-threshold", type=click.FloatRange(0, 1), help="Detection score threshold (default 0.25)."),
+        click.option("--iou-threshold", type=click.FloatRange(0, 1), help="NMS IoU threshold (default 0.45)."),
+        click.option("--calib-method", type=click.Choice(["kl", "minmax", "percentile"]), help="int8 activation ranges."),
         click.option("--formats", help="Comma list of formats (ncnn,mnn,...). Default: all available."),
         click.option("--precisions", help="Comma list: fp32,fp16,int8-weight,int8-dynamic,int8."),
         click.option("--input-shape", help="1,C,H,W: needed for dynamic ONNX inputs and TorchScript."),
@@ -69,6 +85,16 @@ def _finish(manifest: dict, out: str, strict: bool) -> None:
     print_sensitivity(manifest)
     failed = [e["id"] for e in manifest["artifacts"] if e.get("status") == "failed"]
     degraded = [e["id"] for e in manifest["artifacts"] if e.get("status") == "degraded"]
+    not_built = [e for e in manifest["artifacts"] if e.get("conversion_failed")]
+    if not_built:
+        from edgepack.errors import ConversionError
+
+        kept = len(manifest["artifacts"]) - len(not_built)
+        logs = sorted({str(Path(log).parent) for e in not_built for log in e.get("logs", [])})
+        raise ConversionError(
+            f"{len(not_built)} artifact(s) could not be built: {', '.join(e['id'] for e in not_built)}; "
+            f"the other {kept} are in {out} (reasons in manifest.json{'; converter logs in ' + ', '.join(f'{out}/{d}' for d in logs) if logs else ''})"
+        )
     if failed:
         raise ValidationError(f"{len(failed)} artifact(s) failed validation: {', '.join(failed)} (report in {out}/manifest.json)")
     if strict and degraded:
@@ -84,7 +110,12 @@ def convert(model, force, config, **spec_flags) -> None:
     example) to every requested format and precision, validate each on its host runtime, write
     OUT/manifest.json. An unchanged rerun reuses OUT (content-hash cache)."""
     manifest = _convert(_load(config, model=model, **spec_flags), force=force)
-    console.info(f"outputs in {manifest['_out']}  (next: edgepack build --target android {manifest['_out']})")
+    console.info(f"outputs in {manifest['_out']}  (next: {next_build_command(manifest['_out'])})")
+
+
+def next_build_command(out: str) -> str:
+    """The command that generates the app projects from this output folder, runnable as printed."""
+    return f"edgepack build --target android --target ios -o {shlex.quote(out)}"
 
 
 @cli.command()
@@ -131,11 +162,12 @@ def validate(out, strict, dataset) -> None:
 
 @cli.command()
 @click.argument("target", type=click.Path())
-def inspect(target) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print JSON on stdout instead of text.")
+def inspect(target, as_json) -> None:
     """Print inputs/outputs, precision, size and metadata of an artifact or an output folder."""
     from edgepack.inspect import inspect_path
 
-    inspect_path(Path(target))
+    inspect_path(Path(target), as_json=as_json)
 
 
 @cli.command("device-test")
@@ -188,7 +220,28 @@ def init(output, force) -> None:
     console.info(f"wrote {path}: edit it, then run `edgepack convert -c {path}`")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (CI cancellation, `timeout`, `docker stop`): cleaned up like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _quiet_converter_logs() -> None:
+    """TensorFlow/absl INFO lines would drown the progress; -vv still shows converter output in the log."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+
+    _quiet_converter_logs()
+    previous_handler = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         cli.main(args=argv, prog_name="edgepack", standalone_mode=False)
         return 0
@@ -203,15 +256,23 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as e:
         e.show()
         return e.exit_code
-    except KeyboardInterrupt:
-        console.console.print("aborted")
-        return 130
+    except KeyboardInterrupt as e:
+        console.console.print("terminated" if isinstance(e, Terminated) else "aborted")
+        return 143 if isinstance(e, Terminated) else 130
     except Exception as e:  # a bug or an unexpected tool failure: still one line, unless --debug
+        from edgepack.outdir import is_output_error, output_error
+
+        if is_output_error(e):  # a full disk, a read-only or busy folder: name the path (exit 9)
+            error = output_error(e, "")
+            console.console.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
+            return error.exit_code
         if "--debug" in (argv if argv is not None else sys.argv):
             traceback.print_exc()
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         console.console.print(f"error: {type(e).__name__}: {first} (run with --debug for the traceback)", markup=False, soft_wrap=True)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
 
 
 def entry_point() -> None:

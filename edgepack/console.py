@@ -30,22 +30,51 @@ def setup_logging(verbose: int = 0) -> None:
     root.propagate = False
 
 
+class _Run:
+    """Progress of one long command: how many steps it has, how many are done, when it began."""
+
+    total = 0
+    done = 0
+    started = time.perf_counter()
+
+
+def begin_run(total_steps: int) -> None:
+    """Start counting `[k/N]` steps and the elapsed time of a long command."""
+    _Run.total, _Run.done, _Run.started = total_steps, 0, time.perf_counter()
+
+
+def _counter() -> str:
+    if not _Run.total:
+        return ""
+    k = min(_Run.done + 1, _Run.total)
+    return f"[{k:>{len(str(_Run.total))}}/{_Run.total}] "
+
+
+def _elapsed() -> str:
+    seconds = int(time.perf_counter() - _Run.started)
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
 @contextlib.contextmanager
 def step(action: str, subject: str) -> Iterator[dict]:
-    """Print a spinner while work runs, then one line `✓ subject action  1.2 s  note`.
+    """Print a spinner while work runs, then one line `✓ [k/N] action subject  1.2 s  (m:ss)  note`.
 
     The caller may put a short note (size, metric) into the yielded dict under "note".
     """
     info: dict = {}
     start = time.perf_counter()
+    counter = _counter()
     try:
-        with console.status(f"{action} [bold]{subject}[/bold] ..."):
+        with console.status(f"{counter}{action} [bold]{subject}[/bold] ... (started at {_elapsed()})"):
             yield info
     except BaseException:
-        console.print(Text.assemble(("✗ ", "red"), f"{f'{action} {subject}':<34} failed after {time.perf_counter() - start:.1f} s"))
+        _Run.done += 1
+        console.print(Text.assemble(("✗ ", "red"), f"{counter}{f'{action} {subject}':<34} failed after {time.perf_counter() - start:.1f} s"))
         raise
+    _Run.done += 1
     note = info.get("note", "")
-    console.print(Text.assemble(("✓ ", "green"), f"{f'{action} {subject}':<34} {time.perf_counter() - start:5.1f} s  {note}"))
+    total = f"  ({_elapsed()})" if _Run.total else ""
+    console.print(Text.assemble(("✓ ", "green"), f"{counter}{f'{action} {subject}':<34} {time.perf_counter() - start:5.1f} s{total}  {note}"))
 
 
 def warn(message: str) -> None:

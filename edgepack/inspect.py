@@ -16,23 +16,61 @@ from edgepack.report import COLUMNS, artifact_row
 SUFFIXES = {".param": ("ncnn", "param"), ".mnn": ("mnn", "model"), ".tflite": ("tflite", "model"), ".mlpackage": ("coreml", "model")}
 
 
-def inspect_path(target: Path) -> None:
-    if target.is_dir() and (target / MANIFEST_NAME).is_file():
-        return _inspect_output(target)
+def path_size(path: Path) -> int:
+    """Bytes on disk of a file, or of every file in a folder (an .mlpackage is a folder)."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    return path.stat().st_size if path.is_file() else 0
+
+
+def artifact_report(target: Path) -> dict[str, Any]:
+    """What `inspect` knows of one artifact file: format, files with sizes, its manifest record, what the file says."""
     if not target.exists():
         raise SpecError(f"{target} does not exist", "give an artifact file or an output folder")
-    fmt_role = SUFFIXES.get(target.suffix)
+    fmt_role = ("ncnn", "param") if target.name.endswith(".ncnn.bin") else SUFFIXES.get(target.suffix)
     if fmt_role is None:
-        raise SpecError(f"{target} is not a known artifact ({', '.join(SUFFIXES)}) or an output folder with {MANIFEST_NAME}")
+        known = ", ".join([*SUFFIXES, ".ncnn.bin"])
+        raise SpecError(f"{target} is not a known artifact ({known}) or an output folder with {MANIFEST_NAME}")
     fmt, role = fmt_role
-    files = {role: target}
-    if fmt == "ncnn":
-        files["bin"] = target.with_suffix(".bin")
+    if fmt == "ncnn":  # an ncnn model is two files: the graph (.param) and the weights (.bin)
+        target = target.with_suffix(".param")
+        files = {"param": target, "bin": target.with_suffix(".bin")}
+        missing = [p for p in files.values() if not p.is_file()]
+        if missing:
+            raise SpecError(f"{missing[0]} is missing: an ncnn model needs both its .param and .bin", "keep the two files together")
+    else:
+        files = {role: target}
     entry = _entry_for_file(target)
-    console.info(f"{target}  ({FORMATS.get(fmt).info.title}, {target.stat().st_size / 1e6:.2f} MB)")
-    if entry:
-        _print_entry(entry)
-    _print_mapping(FORMATS.get(fmt)().describe(files))
+    return {
+        "path": str(target),
+        "format": fmt,
+        "title": FORMATS.get(fmt).info.title,
+        "files": {r: {"path": str(p), "size_bytes": path_size(p)} for r, p in files.items()},
+        "size_bytes": sum(path_size(p) for p in files.values()),
+        "manifest_entry": _entry_summary(entry) if entry else None,
+        "details": FORMATS.get(fmt)().describe(files),
+    }
+
+
+def _entry_summary(entry: dict[str, Any]) -> dict[str, Any]:
+    keys = ("id", "precision", "status", "inputs", "outputs", "preprocessing")
+    return {k: entry.get(k) for k in keys}
+
+
+def inspect_path(target: Path, as_json: bool = False) -> dict[str, Any]:
+    if target.is_dir() and (target / MANIFEST_NAME).is_file():
+        return _inspect_output(target, as_json)
+    report = artifact_report(target)
+    if as_json:
+        console.stdout.print_json(json.dumps(report, default=str))
+        return report
+    console.info(f"{report['path']}  ({report['title']}, {report['size_bytes'] / 1e6:.2f} MB)")
+    for role, f in report["files"].items():
+        console.info(f"  {role}: {f['path']} ({f['size_bytes'] / 1e6:.2f} MB)")
+    if report["manifest_entry"]:
+        _print_entry(report["manifest_entry"])
+    _print_mapping(report["details"])
+    return report
 
 
 def _entry_for_file(target: Path) -> dict[str, Any] | None:
@@ -66,11 +104,23 @@ def _print_mapping(data: dict[str, Any], indent: str = "  ") -> None:
             console.info(f"{indent}{key}: {value}")
 
 
-def _inspect_output(out: Path) -> None:
+def _inspect_output(out: Path, as_json: bool) -> dict[str, Any]:
     manifest = load_manifest(out)
+    if as_json:
+        summary = {
+            "path": str(out), "model": manifest["model"], "preprocessing": manifest["preprocessing"],
+            "artifacts": [
+                {**_entry_summary(e), "format": e["format"], "files": e["files"], "size_bytes": e["size_bytes"],
+                 "validation": {k: v for k, v in (e.get("validation") or {}).items() if k in ("cosine", "task_metric", "task_agreement", "reasons")}}
+                for e in manifest["artifacts"]
+            ],
+        }
+        console.stdout.print_json(json.dumps(summary, default=str))
+        return summary
     m = manifest["model"]
     pre = manifest["preprocessing"]
     console.info(f"{out}: {m['name']} ({m['task']}{', ' + m['head'] if m.get('head') else ''}), source {m['source']}")
     console.info(f"  input {pre['input_shape']} {pre['resize']} {pre['color_order']} mean={pre['mean']} std={pre['std']}")
     console.info(f"  {m['num_classes']} labels: {', '.join(m['labels'][:10])}{' ...' if len(m['labels']) > 10 else ''}")
     console.table("artifacts", COLUMNS, [artifact_row(e) for e in manifest["artifacts"]])
+    return manifest

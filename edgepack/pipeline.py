@@ -3,21 +3,18 @@ validation -> manifest, built in a staging folder and moved into place only at t
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
-import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from edgepack import __version__, console
+from edgepack import __version__, console, outdir
 from edgepack.errors import OutputError, SourceError, SpecError
 from edgepack.formats import FORMATS, ConversionJob, TargetFormat
 from edgepack.manifest import MANIFEST_NAME, SCHEMA, write_json_atomic
@@ -68,28 +65,28 @@ def is_builtin(spec: BuildSpec) -> bool:
     return spec.model.source is None or spec.model.source.startswith(BUILTIN_PREFIX)
 
 
-@contextlib.contextmanager
-def staged_output(out: Path) -> Iterator[Path]:
-    """Yield an empty staging folder beside OUT; on success it replaces OUT, on failure it vanishes."""
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).is_file())):
-        raise OutputError(f"output folder {out} exists and is not an edgepack output", "choose another -o or remove it")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    except OSError as e:
-        raise OutputError(f"output folder {out} is not writable ({e.strerror})", "choose another -o") from None
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        out.rename(old)
-    staging.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+ULTRALYTICS_TASKS = {"detect": "detect", "classify": "classify", "segment": "segment", "pose": "pose"}
+COPYLEFT = ("AGPL", "GPL", "LGPL", "CC-BY-SA", "CC BY-SA")
+
+
+def apply_model_metadata(spec: BuildSpec, model: CanonicalModel) -> BuildSpec:
+    """What the exporter recorded in the model (Ultralytics: names, imgsz, task, author, licence)
+    fills what the user did not say; the user's flags and config always win."""
+    meta = model.metadata
+    m = spec.model
+    changes: dict[str, Any] = {}
+    if m.task is None:
+        changes["task"] = ULTRALYTICS_TASKS.get(str(meta.get("task", "")).strip(), "detect")
+        if "task" in meta and meta["task"] not in ULTRALYTICS_TASKS:
+            console.warn(f"the model says task {meta['task']!r}, which edgepack has no decoder for: validating it as 'detect' outputs (pass --task)")
+    for key in ("author", "license", "description", "version"):
+        value = meta.get(key)
+        if value and (not getattr(m, key) or (key == "version" and m.version == "1.0")):
+            changes[key] = str(value).strip()
+    license_text = changes.get("license") or m.license
+    if license_text and any(word in license_text.upper() for word in COPYLEFT):
+        console.warn(f"the model's licence is {license_text}: check its terms before you ship it in an app")
+    return dataclasses.replace(spec, model=dataclasses.replace(m, **changes)) if changes else spec
 
 
 def resolve_labels(spec: BuildSpec, model: CanonicalModel, builtin: bool) -> list[str]:
@@ -109,6 +106,12 @@ def resolve_labels(spec: BuildSpec, model: CanonicalModel, builtin: bool) -> lis
                 "give one name per class, one per line",
             )
         return labels
+    if model.metadata.get("labels"):
+        labels = list(model.metadata["labels"])
+        if expected is None or len(labels) == expected:
+            console.info(f"labels: {len(labels)} class names from the model's metadata")
+            return labels
+        console.warn(f"the model's metadata names {len(labels)} classes but the output has {expected}: ignoring them")
     if builtin:
         from edgepack import builtin
 
@@ -205,11 +208,14 @@ class Build:
             cached["_out"] = str(out)
             return cached
         started = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="edgepack-work-") as tmp, staged_output(out) as staging:
+        console.begin_run(3 + 2 * len(self.plan))
+        with outdir.work_folder() as tmp, outdir.locked_output(out) as (staging, previous):
             work = Path(tmp)
             with console.step("Loading", "source model") as s:
                 model = load_source(self.spec.model, work, self.module, self.example_input)
                 s["note"] = f"{model.source_kind}, input {list(model.input_shape)}, opset {model.opset}"
+            self.spec = apply_model_metadata(self.spec, model)
+            self.task = TaskSpec(self.spec.model.task, self.spec.model.head, self.spec.validation.score_threshold, self.spec.validation.iou_threshold)
             labels = resolve_labels(self.spec, model, self.builtin)
             # after the source and labels: bad input is reported before the converters' slow imports
             for name in {p.format for p in self.plan}:
@@ -237,31 +243,70 @@ class Build:
                 return calibration_cache["x"]
 
             for planned in self.plan:
-                entry = self._build_artifact(planned, model, labels, name, work, staging, calibration, manifest)
-                fmt = FORMATS.get(planned.format)()
-                with console.step("Validating", planned.id) as s:
-                    files = {r: staging / p for r, p in entry["files"].items()}
-                    if fmt.info.numeric_validation:
-                        runner = fmt.open_runner(files, entry, self.spec.validation.threads)
-                        entry["validation"] = compare(
-                            runner, inputs, reference, model.output_names, planned.precision, self.task, reference_task,
-                            self.spec.validation.latency_runs, self.spec.validation.threads,
-                        )
-                    else:
-                        entry["validation"] = static_validation(fmt, files, entry, labels)
-                    entry["status"] = entry["validation"]["status"]
-                    s["note"] = _status_note(entry)
-                for suffix, text in fmt.sidecars(entry).items():
-                    sidecar = Path(entry["files"][next(iter(entry["files"]))]).parent / f"{name}-{planned.precision}{suffix}"
-                    (staging / sidecar).write_text(text)
-                    entry["files"]["sidecar"] = str(sidecar)
+                try:
+                    entry = self._build_artifact(planned, model, labels, name, work, staging, calibration, manifest)
+                    self._validate_artifact(planned, entry, staging, inputs, reference, reference_task, labels, name)
+                except Exception as e:  # one format failing keeps the others (recorded as failed)
+                    if outdir.is_output_error(e):
+                        raise
+                    entry = self._failed_entry(planned, e, work, staging)
+                    console.warn(f"{planned.id}: {entry['validation']['reasons'][0]}")
                 manifest["artifacts"].append(entry)
             shutil.copy(model.onnx_path, staging / "reference" / "model.onnx")
             manifest["build_seconds"] = round(time.perf_counter() - started, 2)
-            manifest["cache_key"] = key
+            manifest["cache_key"] = key if not any(e["status"] == "failed" for e in manifest["artifacts"]) else None
+            manifest["owned_files"] = outdir.record_owned(staging)
             write_json_atomic(staging / MANIFEST_NAME, manifest)
+            publication = outdir.publish(staging, out, previous)
+            for rel in publication.kept:
+                console.warn(f"kept {out / rel}: changed since edgepack wrote it, so it is yours now")
         manifest["_out"] = str(out)
         return manifest
+
+    def _validate_artifact(self, planned, entry, staging, inputs, reference, reference_task, labels, name) -> None:
+        fmt = FORMATS.get(planned.format)()
+        with console.step("Validating", planned.id) as s:
+            files = {r: staging / p for r, p in entry["files"].items()}
+            if fmt.info.numeric_validation:
+                runner = fmt.open_runner(files, entry, self.spec.validation.threads)
+                entry["validation"] = compare(
+                    runner, inputs, reference, [o["name"] for o in entry["outputs"]], planned.precision, self.task,
+                    reference_task, self.spec.validation.latency_runs, self.spec.validation.threads,
+                )
+            else:
+                entry["validation"] = static_validation(fmt, files, entry, labels)
+            entry["status"] = entry["validation"]["status"]
+            s["note"] = _status_note(entry)
+        for suffix, text in fmt.sidecars(entry).items():
+            sidecar = Path(entry["files"][next(iter(entry["files"]))]).parent / f"{name}-{planned.precision}{suffix}"
+            (staging / sidecar).write_text(text, encoding="utf-8")
+            entry["files"]["sidecar"] = str(sidecar)
+
+    @staticmethod
+    def _failed_entry(planned: PlannedArtifact, error: Exception, work: Path, staging: Path) -> dict[str, Any]:
+        """The record of a format/precision that could not be built; its converter logs are kept in OUT/logs/."""
+        from edgepack.errors import EdgepackError
+
+        if isinstance(error, EdgepackError):
+            reason = str(error)
+        else:
+            first = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+            reason = f"{type(error).__name__}: {first}" if first else type(error).__name__
+        logs = sorted((work / planned.id).glob("**/*.log")) if (work / planned.id).is_dir() else []
+        kept = []
+        for log in logs:
+            dest = staging / "logs" / planned.id / log.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(log, dest)
+            kept.append(str(dest.relative_to(staging)))
+        # the message may name the log in the work folder, which is gone after the run: name the kept copy
+        for path in kept:
+            reason = reason.replace(str(work / planned.id / Path(path).name), path)
+        return {
+            "id": planned.id, "format": planned.format, "precision": planned.precision, "files": {}, "size_bytes": 0,
+            "sha256": {}, "status": "failed", "logs": kept, "conversion_failed": True,
+            "validation": {"status": "failed", "reasons": [f"conversion failed: {reason}"]},
+        }
 
     def _build_artifact(self, planned, model, labels, name, work, staging, calibration, manifest) -> dict[str, Any]:
         fmt: TargetFormat = FORMATS.get(planned.format)()

@@ -26,7 +26,7 @@ BUILTIN_PREFIX = "builtin:"
 @dataclass
 class ModelSpec:
     source: str | None = None  # file path, "package.module:factory", "builtin:NAME"; None = built-in example
-    task: str = "detect"
+    task: str | None = None  # None: what the model's metadata says, else detect
     input_shape: tuple[int, ...] | None = None  # 1,3,H,W as the source model takes it
     color_order: str = "rgb"
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # in 0..255 pixel units
@@ -86,12 +86,74 @@ class BuildSpec:
 _SECTIONS = {"model": ModelSpec, "calibration": CalibrationSpec, "validation": ValidationSpec, "app": AppSpec}
 
 
-def _coerce_section(name: str, cls: type, values: Mapping[str, Any], base: Any) -> Any:
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
+
+
+def _coerce_value(where: str, value: Any, kind: Any) -> Any:
+    """One config value checked against its field's type; the error names the key."""
+    import types
+    import typing
+
+    args = typing.get_args(kind)
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        kind = next(a for a in args if a is not type(None))
+        args = typing.get_args(kind)
+    origin = typing.get_origin(kind) or kind
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise SpecError(f"config: {where} must be true or false (got {_describe(value)})")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise SpecError(f"config: {where} must be a whole number (got {_describe(value)})")
+    if kind is float:
+        if is_number:
+            return float(value)
+        raise SpecError(f"config: {where} must be a number (got {_describe(value)})")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        if is_number and where.endswith(".version"):
+            return str(value)  # YAML reads 1.0 as a number
+        raise SpecError(f"config: {where} must be text (got {_describe(value)})")
+    if origin is tuple and where.endswith(".input_shape"):
+        return parse_shape(value)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        try:
+            numbers = tuple(float(v) for v in value) if not isinstance(value, (str, bytes, dict)) else None
+        except (TypeError, ValueError):
+            numbers = None
+        if numbers is None or (args and args[-1] is not Ellipsis and len(numbers) != len(args)):
+            raise SpecError(f"config: {where} must be {len(args)} numbers, e.g. [0, 0, 0] (got {_describe(value)})")
+        return numbers
+    if origin is list:
+        if isinstance(value, str):
+            return parse_list(value) or []
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise SpecError(f"config: {where} must be a list of names (got {_describe(value)})")
+    return value
+
+
+def _coerce_section(name: str, cls: type, values: Any, base: Any) -> Any:
+    import typing
+
+    if not isinstance(values, Mapping):
+        raise SpecError(f"config: section {name!r} must be a mapping of keys to values (got {_describe(values)})")
     known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(known))
+    unknown = sorted(set(values) - set(known), key=str)
     if unknown:
         raise SpecError(f"{name}: unknown key {unknown[0]!r} (valid keys: {', '.join(known)})")
-    return dataclasses.replace(base, **{k: v for k, v in values.items()})
+    hints = typing.get_type_hints(cls)
+    return dataclasses.replace(base, **{k: _coerce_value(f"{name}.{k}", v, hints[k]) for k, v in values.items()})
 
 
 def parse_shape(text: str | list | tuple | None) -> tuple[int, ...] | None:
@@ -122,7 +184,7 @@ def load_spec(config: str | Path | None = None, overrides: Mapping[str, Any] | N
         if not path.is_file():
             raise SpecError(f"config file {path} does not exist", "run `edgepack init` to write one")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(read_text_file(path, "config file")) or {}
         except yaml.YAMLError as e:
             raise SpecError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(data, dict):
@@ -151,14 +213,7 @@ def _apply_mapping(spec: BuildSpec, data: Mapping[str, Any], base_dir: Path) -> 
             changes[name] = _coerce_section(name, cls, data[name], getattr(spec, name))
     spec = dataclasses.replace(spec, **changes)
     m = spec.model
-    spec.model = dataclasses.replace(
-        m,
-        source=_resolve(m.source, base_dir),
-        labels=_resolve(m.labels, base_dir),
-        input_shape=parse_shape(m.input_shape),
-        mean=tuple(float(v) for v in m.mean),
-        std=tuple(float(v) for v in m.std),
-    )
+    spec.model = dataclasses.replace(m, source=_resolve(m.source, base_dir), labels=_resolve(m.labels, base_dir))
     spec.calibration.images = _resolve(spec.calibration.images, base_dir)
     spec.validation.images = _resolve(spec.validation.images, base_dir)
     if "targets" in data:
@@ -181,6 +236,24 @@ def _apply_overrides(spec: BuildSpec, o: Mapping[str, Any]) -> BuildSpec:
         m.input_shape = parse_shape(o["input_shape"])
     if o.get("labels"):
         m.labels = str(o["labels"])
+    for key in ("color_order", "resize", "head", "name", "description", "author", "license"):
+        if o.get(key) is not None:
+            setattr(m, key, str(o[key]))
+    if o.get("model_version") is not None:
+        m.version = str(o["model_version"])
+    for key in ("mean", "std"):
+        if o.get(key) is not None:
+            setattr(m, key, _coerce_value(f"--{key}", o[key], tuple[float, float, float]))
+    if o.get("val_images"):
+        spec.validation.images = str(o["val_images"])
+    if o.get("val_count"):
+        spec.validation.count = int(o["val_count"])
+    if o.get("score_threshold") is not None:
+        spec.validation.score_threshold = float(o["score_threshold"])
+    if o.get("iou_threshold") is not None:
+        spec.validation.iou_threshold = float(o["iou_threshold"])
+    if o.get("calib_method"):
+        spec.calibration.method = str(o["calib_method"])
     if o.get("calib"):
         spec.calibration.images = str(o["calib"])
     if o.get("calib_count"):
@@ -231,13 +304,21 @@ def _default_format_names() -> list[str]:
 def check_spec(spec: BuildSpec) -> None:
     m = spec.model
     for value, allowed, what in (
-        (m.task, TASKS, "task"),
+        (m.task or TASKS[0], TASKS, "task"),
         (m.head, HEADS, "head"),
         (m.color_order, COLOR_ORDERS, "color_order"),
         (m.resize, RESIZE_MODES, "resize"),
     ):
         if value not in allowed:
             raise SpecError(f"model.{what} {value!r} is not valid (choose from: {', '.join(allowed)})")
+    if m.name is not None:
+        import re
+
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", m.name) or ".." in m.name:
+            raise SpecError(f"model.name {m.name!r} is not a plain file name", "use letters, digits, '.', '-' and '_' only")
+    v = spec.validation
+    if not (0 <= v.score_threshold <= 1 and 0 <= v.iou_threshold <= 1):
+        raise SpecError("validation.score_threshold and validation.iou_threshold must lie in 0..1")
     if len(m.mean) != 3 or len(m.std) != 3 or min(m.std) <= 0:
         raise SpecError("model.mean and model.std need three values each, std > 0 (pixel units, 0..255)")
     if m.labels is not None and not Path(m.labels).is_file():
@@ -262,6 +343,17 @@ def check_spec(spec: BuildSpec) -> None:
                 raise SpecError(f"{fmt}: precision {p!r} is not supported (choose from: {', '.join(info.precisions)})")
 
 
+def read_text_file(path: str | Path, what: str) -> str:
+    """A UTF-8 text file (a byte-order mark is dropped); any other encoding is refused by name."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SpecError(
+            f"{what} {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})", "save it as UTF-8"
+        ) from None
+
+
 def read_labels(path: str | Path) -> list[str]:
-    labels = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    labels = [line.strip() for line in read_text_file(path, "labels file").splitlines()]
     return [label for label in labels if label]

@@ -24,6 +24,7 @@ class CanonicalModel:
     torchscript_path: Path | None = None  # traced module, when the source is PyTorch
     torch_module: Any = None  # the eager module, when there is one (Core ML and TFLite use it)
     notes: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)  # what the exporter recorded: labels, image_size, task, licence
     cache: dict[str, Any] = field(default_factory=dict)  # intermediates shared by the jobs of one build
 
     @property

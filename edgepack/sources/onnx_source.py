@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def check_ops(model) -> None:
 
     for node in model.graph.node:
         domain = node.domain or ""
-        if domain in ("", "ai.onnx") and onnx.defs.has(node.op_type):
+        if domain in STANDARD_DOMAINS and onnx.defs.has(node.op_type):
             continue
         where = f"node '{node.name}'" if node.name else f"a node producing '{node.output[0]}'"
         raise SourceError(
@@ -35,10 +36,107 @@ def check_ops(model) -> None:
         )
 
 
+STANDARD_DOMAINS = ("", "ai.onnx")
+# metadata_props keys other exporters write (Ultralytics: names, imgsz, stride, task, author, license, ...)
+METADATA_KEYS = ("names", "imgsz", "stride", "task", "author", "license", "description", "version", "date", "batch")
+
+
+def read_metadata(model) -> dict:
+    """The exporter's metadata_props, parsed as data (never evaluated): labels, input size, task, licence."""
+    import ast
+
+    props = {p.key: p.value for p in model.metadata_props}
+    meta: dict = {}
+    for key in METADATA_KEYS:
+        if key in props:
+            meta[key] = props[key][:2000]
+    names = props.get("names")
+    if names:
+        try:
+            parsed = ast.literal_eval(names)  # a Python dict/list literal, parsed, not run
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            parsed = None
+        if isinstance(parsed, dict) and all(isinstance(k, int) for k in parsed):
+            parsed = [parsed[k] for k in sorted(parsed)] if sorted(parsed) == list(range(len(parsed))) else None
+        if isinstance(parsed, list) and all(isinstance(v, str) for v in parsed):
+            meta["labels"] = parsed
+    imgsz = props.get("imgsz")
+    if imgsz:
+        try:
+            size = ast.literal_eval(imgsz)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            size = None
+        if isinstance(size, int):
+            size = [size, size]
+        if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and 0 < v <= 8192 for v in size):
+            meta["image_size"] = [int(size[0]), int(size[1])]
+    if props.get("producer") or model.producer_name:
+        meta["producer"] = f"{model.producer_name} {model.producer_version}".strip()[:200]
+    return meta
+
+
+def prepare_export(model) -> list[str]:
+    """Make exports of other tools (Paddle2ONNX, Ultralytics, tf2onnx, ...) regular before checks:
+    drop opset imports of domains no node uses, turn `Constant` weights into initializers, and
+    forget declared output shapes (some exporters declare -1 for dims that shape inference knows).
+    Returns notes for the log."""
+    import onnx
+    from onnx import numpy_helper
+
+    notes = []
+    used = {n.domain or "" for n in model.graph.node}
+    unused = [o for o in model.opset_import if (o.domain or "") not in STANDARD_DOMAINS and o.domain not in used]
+    for o in unused:
+        model.opset_import.remove(o)
+        notes.append(f"dropped unused opset domain {o.domain!r}")
+    constants = [n for n in model.graph.node if n.op_type == "Constant" and (n.domain or "") in STANDARD_DOMAINS]
+    for node in constants:
+        attr = node.attribute[0] if len(node.attribute) == 1 else None
+        if attr is None:
+            continue
+        if attr.name == "value":
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(attr.t)
+        elif attr.name in ("value_float", "value_floats", "value_int", "value_ints"):
+            import numpy as np
+
+            value = onnx.helper.get_attribute_value(attr)
+            dtype = np.float32 if "float" in attr.name else np.int64
+            tensor = numpy_helper.from_array(np.array(value, dtype=dtype))
+        else:
+            continue
+        tensor.name = node.output[0]
+        model.graph.initializer.append(tensor)
+        model.graph.node.remove(node)
+    if constants:
+        notes.append(f"{len(constants)} Constant nodes stored as initializers")
+    for output in model.graph.output:
+        for i, dim in enumerate(output.type.tensor_type.shape.dim):
+            if not dim.dim_param and dim.dim_value <= 0:
+                dim.dim_param = f"unknown_{i}"  # re-inferred after the input shape is fixed
+    return notes
+
+
+def _output_shapes(model_path: Path, input_name: str, shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The real output shapes, by running the graph once (shape inference cannot always tell)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    outputs = session.run(None, {input_name: np.zeros(shape, np.float32)})
+    return [tuple(int(d) for d in o.shape) for o in outputs]
+
+
 def canonicalize(model, spec: ModelSpec, workdir: Path, *, source: str, kind: str, source_sha256: str) -> CanonicalModel:
     """Fix the input shape, simplify with onnxsim, and write `workdir/model.onnx`."""
     import onnx
     import onnxsim
+
+    metadata = read_metadata(model)
+    for note in prepare_export(model):
+        log.info("%s: %s", source, note)
 
     initializers = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
@@ -50,6 +148,10 @@ def canonicalize(model, spec: ModelSpec, workdir: Path, *, source: str, kind: st
     if len(dims) != 4:
         raise SourceError(f"input '{inp.name}' has rank {len(dims)} ({dims}); an image input is 1,C,H,W")
     dynamic = [d for d in dims if not isinstance(d, int)]
+    if spec.input_shape is None and dynamic and "image_size" in metadata and isinstance(dims[1], int):
+        # the exporter recorded the size it was trained at (Ultralytics imgsz)
+        spec = dataclasses.replace(spec, input_shape=(1, dims[1], *metadata["image_size"]))
+        log.info("%s: input size %s from the model's metadata", source, metadata["image_size"])
     if spec.input_shape is None:
         if dynamic:
             shown = ",".join(str(d) for d in dims)
@@ -82,12 +184,17 @@ def canonicalize(model, spec: ModelSpec, workdir: Path, *, source: str, kind: st
     out_path = workdir / "model.onnx"
     onnx.save(simplified, str(out_path))
     outputs = [o for o in simplified.graph.output]
-    output_shapes = []
-    for o in outputs:
-        d = _dims(o)
-        if not all(isinstance(x, int) for x in d):
-            raise SourceError(f"output '{o.name}' still has a dynamic shape {d} after fixing the input shape")
-        output_shapes.append(tuple(int(x) for x in d))
+    output_shapes = [tuple(_dims(o)) for o in outputs]
+    if not all(isinstance(x, int) for d in output_shapes for x in d) or any(not d for d in output_shapes):
+        try:
+            output_shapes = _output_shapes(out_path, inp.name, shape)
+        except Exception as e:
+            raise SourceError(f"cannot run the model to find its output shapes: {str(e).strip().splitlines()[0][:200]}") from None
+        for o, d in zip(outputs, output_shapes):
+            o.type.tensor_type.ClearField("shape")
+            for v in d:
+                o.type.tensor_type.shape.dim.add().dim_value = v
+        onnx.save(simplified, str(out_path))
     opset = next((o.version for o in simplified.opset_import if o.domain in ("", "ai.onnx")), 0)
     return CanonicalModel(
         onnx_path=out_path,
@@ -99,6 +206,7 @@ def canonicalize(model, spec: ModelSpec, workdir: Path, *, source: str, kind: st
         source_kind=kind,
         source=source,
         source_sha256=source_sha256,
+        metadata=metadata,
     )
 
 

@@ -163,6 +163,25 @@ def _bind_value_constants(graph_module: Any) -> int:
     return bound
 
 
+ONNX2TORCH_MAX_OPSET = 17
+
+
+def _convert_opset(model: Any, target: int) -> Any:
+    import onnx
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, target)
+        onnx.checker.check_model(converted)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ConversionError(
+            f"ONNX -> PyTorch: cannot convert the graph from opset {model.opset_import[0].version} to {target} ({first})",
+            f"export the model at opset {target} (e.g. torch.onnx.export(..., opset_version={target}) or Ultralytics opset={target})",
+        ) from None
+    return converted
+
+
 def onnx_to_torch(onnx_path: Path) -> Any:
     """An eval-mode torch module computing the same function as the (simplified, static) ONNX graph."""
     import onnx
@@ -177,8 +196,14 @@ def onnx_to_torch(onnx_path: Path) -> Any:
     _install_torchvision_stand_in()
     import onnx2torch
 
+    model = onnx.load(str(onnx_path))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset > ONNX2TORCH_MAX_OPSET:
+        # onnx2torch knows ops up to opset 17 (Split-18, ReduceMax-18, ... are missing): the
+        # graph is converted down with ONNX's own version converter, which keeps the function
+        model = _convert_opset(model, ONNX2TORCH_MAX_OPSET)
     try:
-        module = onnx2torch.convert(str(onnx_path))
+        module = onnx2torch.convert(model)
     except NotImplementedError as e:
         raise ConversionError(f"ONNX -> PyTorch (onnx2torch): {str(e).splitlines()[0]}", "give the PyTorch model instead of ONNX") from e
     _bind_value_constants(module)

@@ -11,7 +11,9 @@ import hashlib
 import importlib
 import io
 import logging
+import os
 import re
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -154,6 +156,10 @@ def from_torchscript_file(path: Path, spec: ModelSpec, workdir: Path) -> Canonic
 
 def from_factory(text: str, spec: ModelSpec, workdir: Path) -> CanonicalModel:
     module_name, _, attr = text.partition(":")
+    # `python -m` puts the current directory on sys.path, a console script does not: a user's
+    # package next to them must import the same way under both
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:
