@@ -91,9 +91,10 @@ def _finish(manifest: dict, out: str, strict: bool) -> None:
 
         kept = len(manifest["artifacts"]) - len(not_built)
         logs = sorted({str(Path(log).parent) for e in not_built for log in e.get("logs", [])})
+        reasons = "; ".join(f"{e['id']}: {e['validation']['reasons'][0].removeprefix('conversion failed: ')[:200]}" for e in not_built)
         raise ConversionError(
-            f"{len(not_built)} artifact(s) could not be built: {', '.join(e['id'] for e in not_built)}; "
-            f"the other {kept} are in {out} (reasons in manifest.json{'; converter logs in ' + ', '.join(f'{out}/{d}' for d in logs) if logs else ''})"
+            f"{len(not_built)} artifact(s) could not be built ({reasons}); {kept} other artifact(s) kept in {out}"
+            + (f"; converter logs in {', '.join(f'{out}/{d}' for d in logs)}" if logs else "")
         )
     if failed:
         raise ValidationError(f"{len(failed)} artifact(s) failed validation: {', '.join(failed)} (report in {out}/manifest.json)")
@@ -110,12 +111,18 @@ def convert(model, force, config, **spec_flags) -> None:
     example) to every requested format and precision, validate each on its host runtime, write
     OUT/manifest.json. An unchanged rerun reuses OUT (content-hash cache)."""
     manifest = _convert(_load(config, model=model, **spec_flags), force=force)
-    console.info(f"outputs in {manifest['_out']}  (next: {next_build_command(manifest['_out'])})")
+    command = next_build_command(manifest)
+    console.info(f"outputs in {manifest['_out']}" + (f"  (next: {command})" if command else ""))
 
 
-def next_build_command(out: str) -> str:
-    """The command that generates the app projects from this output folder, runnable as printed."""
-    return f"edgepack build --target android --target ios -o {shlex.quote(out)}"
+def next_build_command(manifest: dict) -> str | None:
+    """The command that generates app projects from this output folder, runnable as printed:
+    only the platforms that have an artifact to bundle."""
+    built = {e["format"] for e in manifest["artifacts"] if e.get("status") not in ("failed", None)}
+    targets = [t for t, formats in (("android", {"ncnn", "mnn", "tflite"}), ("ios", {"coreml"})) if built & formats]
+    if not targets:
+        return None
+    return "edgepack build " + " ".join(f"--target {t}" for t in targets) + f" -o {shlex.quote(manifest['_out'])}"
 
 
 @cli.command()
@@ -250,9 +257,10 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         console.console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         return e.exit_code
-    except click.exceptions.Abort:
-        console.console.print("aborted")
-        return 130
+    except click.exceptions.Abort as e:  # click turns KeyboardInterrupt (and so SIGTERM) into Abort
+        terminated = isinstance(e.__cause__, Terminated) or isinstance(e.__context__, Terminated)
+        console.console.print("terminated" if terminated else "aborted")
+        return 143 if terminated else 130
     except click.ClickException as e:
         e.show()
         return e.exit_code

@@ -82,7 +82,7 @@ def warn(message: str) -> None:
 
 
 def info(message: str) -> None:
-    console.print(message, markup=False)
+    console.print(message, markup=False, soft_wrap=True)  # a path or a command must stay on one line
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:

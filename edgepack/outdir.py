@@ -44,9 +44,9 @@ def umask() -> int:
     return current
 
 
-def output_error(e: OSError, what: str = "output") -> OutputError:
-    """One line naming the path and the reason of a filesystem failure."""
-    path = e.filename or "?"
+def output_error(e: OSError, what: str = "output", where: Path | None = None) -> OutputError:
+    """One line naming the path and the reason of a filesystem failure (`where` when the error has no file name)."""
+    path = e.filename or where or "?"
     reason = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
               errno.EROFS: "read-only filesystem", errno.EBUSY: "busy (a mount point?)"}.get(e.errno, e.strerror or str(e))
     return OutputError(f"cannot write {what + ' ' if what else ''}{path}: {reason}", "free space, fix permissions or choose another -o")
@@ -247,7 +247,7 @@ def locked_output(out: Path) -> Iterator[tuple[Path, dict[str, Any] | None]]:
             shutil.rmtree(staging, ignore_errors=True)
     except OSError as e:
         if is_output_error(e):
-            raise output_error(e) from None
+            raise output_error(e, "output folder", out) from None
         raise
     finally:
         if acquired:  # the lock file belongs to the run that holds it

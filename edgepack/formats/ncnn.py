@@ -48,6 +48,15 @@ def check_layers_supported(param_path: Path) -> None:
             )
 
 
+def _output_index(blob: str) -> int:
+    """pnnx names the graph outputs out0, out1, ... in the source's output order, while
+    `Net.output_names()` lists them in layer order: the number is what matches them by name."""
+    suffix = blob[3:] if blob.startswith("out") else ""
+    if not suffix.isdigit():
+        raise ConversionError(f"ncnn: output blob {blob!r} is not named outN by pnnx", "report this model to edgepack")
+    return int(suffix)
+
+
 def strict_fp32(opt: Any) -> None:
     """ncnn's defaults on x86 with F16C keep weights and arithmetic in fp16: fp32 validation
     must switch that off, or fp32 and fp16 artifacts cannot be told apart."""
@@ -149,7 +158,7 @@ class NcnnFormat(TargetFormat):
         inputs, outputs = list(net.input_names()), list(net.output_names())
         if len(inputs) != 1:
             raise ConversionError(f"ncnn: expected one input blob, found {inputs}")
-        return inputs[0], outputs
+        return inputs[0], sorted(outputs, key=_output_index)
 
     def open_runner(self, files: dict[str, Path], entry: dict[str, Any], threads: int) -> HostRunner:
         return NcnnRunner(files["param"], files["bin"], entry, threads)

@@ -11,6 +11,7 @@ A TensorFlow SavedModel folder is not a Keras model file: re-save it with `model
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from edgepack.spec import ModelSpec
 from edgepack.tools import sha256_file
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+log = logging.getLogger(__name__)
 
 EXPORT_SNIPPET = r'''
 import json, sys
@@ -57,8 +59,16 @@ wrapper = ChannelsFirst(model).eval()
 probe = torch.from_numpy(np.random.default_rng(0).random((1, c, h, w), dtype=np.float32))
 with torch.no_grad():
     keras_out = np.asarray(model.predict(probe.permute(0, 2, 3, 1).numpy(), verbose=0))
-    torch.onnx.export(wrapper, (probe,), onnx_path, dynamo=False, opset_version=17,
-                      input_names=["image"], output_names=["output"])
+    try:  # the TorchScript-based exporter is fast and honours the opset ...
+        torch.onnx.export(wrapper, (probe,), onnx_path, dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=["output"])
+        report["exporter"] = "torchscript"
+    except Exception as e:  # ... but cannot trace some Keras layers (shape arithmetic in residual
+        # blocks of Keras 2 models): torch.export-based exporter then, which traces them
+        print(f"TorchScript-based export failed ({type(e).__name__}: {str(e)[:300]}); using torch.export", flush=True)
+        torch.onnx.export(wrapper, (probe,), onnx_path, dynamo=True, opset_version=17,
+                          input_names=["image"], output_names=["output"])
+        report["exporter"] = "torch.export"
 import onnxruntime as ort
 session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
 onnx_out = session.run(None, {"image": probe.numpy()})[0]
@@ -83,13 +93,14 @@ def from_keras_file(path: Path, spec: ModelSpec, workdir: Path) -> CanonicalMode
     env = {**os.environ, "KERAS_BACKEND": "torch", "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, "-c", EXPORT_SNIPPET, str(path.resolve()), str(onnx_path), str(report_path), shape],
                           capture_output=True, text=True, env=env, cwd=workdir, timeout=900)
-    (workdir / "keras-export.log").write_text(proc.stdout + proc.stderr)
+    log.debug("Keras export of %s:\n%s", path, proc.stdout + proc.stderr)
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     if "error" in report:
         raise SourceError(f"cannot load {path} as a Keras model: {report['error']}", "give a model saved with model.save('m.keras') or .h5")
     if proc.returncode != 0 or not onnx_path.is_file():
-        tail = " | ".join(proc.stderr.strip().splitlines()[-2:])
-        raise SourceError(f"Keras -> ONNX export of {path} failed: {tail}", f"see {workdir / 'keras-export.log'}")
+        lines = [line.strip() for line in proc.stderr.strip().splitlines() if line.strip()]
+        reason = next((line for line in reversed(lines) if "Error" in line), lines[-1] if lines else f"exit {proc.returncode}")
+        raise SourceError(f"Keras -> ONNX export of {path} failed: {reason[:300]}", "run with -vv to see the exporter's whole output")
     canonical = canonicalize(onnx.load(str(onnx_path)), spec, workdir, source=str(path), kind="keras", source_sha256=sha256_file(path))
     canonical.notes.append(f"keras {report['keras_version']} (torch backend) -> ONNX: max-abs {report['keras_vs_onnx_max_abs']:.2e} vs Keras")
     canonical.cache["source_check"] = {"keras_vs_onnx_max_abs": report["keras_vs_onnx_max_abs"]}

@@ -70,6 +70,11 @@ def read_metadata(model) -> dict:
             size = [size, size]
         if isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and 0 < v <= 8192 for v in size):
             meta["image_size"] = [int(size[0]), int(size[1])]
+    character = props.get("character")  # PaddleOCR / RapidAI exports: one class name per line
+    if "labels" not in meta and character and len(character) < 200_000:
+        names = character.split("\n")
+        if all(names) and len(names) <= 10_000:
+            meta["labels"] = names
     if props.get("producer") or model.producer_name:
         meta["producer"] = f"{model.producer_name} {model.producer_version}".strip()[:200]
     return meta

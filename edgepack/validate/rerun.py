@@ -10,7 +10,7 @@ import numpy as np
 from edgepack import console
 from edgepack.formats import FORMATS
 from edgepack.formats.base import RuntimeUnavailable
-from edgepack.manifest import MANIFEST_NAME, artifact_files, load_manifest, write_json_atomic
+from edgepack.manifest import MANIFEST_NAME, artifact_files, load_manifest, verify_artifact_files, write_json_atomic
 from edgepack.validate.validator import TaskSpec, compare, static_validation, task_outputs
 
 
@@ -42,8 +42,16 @@ def revalidate(out_dir: str | Path, threads: int = 2, latency_runs: int = 10, da
     task = TaskSpec.for_manifest(manifest)
     reference_task = task_outputs(task, reference)
     for entry in manifest["artifacts"]:
+        if entry.get("conversion_failed"):
+            continue  # nothing was built: the record of why stays as it is
         fmt = FORMATS.get(entry["format"])()
         files = artifact_files(out, entry)
+        changed = verify_artifact_files(out, entry)
+        if changed:  # bytes that differ from the build are not the artifact that was validated
+            entry["validation"] = {"status": "failed", "reasons": changed}
+            entry["status"] = "failed"
+            console.warn(f"{entry['id']}: {'; '.join(changed)}")
+            continue
         with console.step("Validating", entry["id"]) as s:
             if not fmt.info.numeric_validation:
                 entry["validation"] = static_validation(fmt, files, entry, manifest["model"]["labels"])
