@@ -267,20 +267,19 @@ def read_metadata(model_path: Path) -> dict[str, Any]:
 
 def summary(model_path: Path) -> dict[str, Any]:
     """What `edgepack inspect` and the tests look at: name, normalization, colour space, outputs, labels."""
-    read = read_metadata(model_path)
+    try:
+        read = read_metadata(model_path)
+    except ValueError as e:
+        return {"unreadable": str(e)}
     if not read:
         return {}
     doc = read["metadata"]
     graph = (doc.get("subgraph_metadata") or [{}])[0]
     image = (graph.get("input_tensor_metadata") or [{}])[0]
     norm = next((u["options"] for u in image.get("process_units", []) if u.get("options_type") == "NormalizationOptions"), {})
-    outputs = []
-    labels: list[str] = []
-    for tensor in graph.get("output_tensor_metadata", []):
-        label_file = next((f["name"] for f in tensor.get("associated_files", []) if f.get("type") == "TENSOR_AXIS_LABELS"), None)
-        outputs.append({"name": tensor.get("name"), "description": tensor.get("description"), "labels_file": label_file})
-        if label_file and not labels and label_file in read["associated_files"]:
-            labels = read["associated_files"][label_file].decode("utf-8").splitlines()
+    tensors = graph.get("output_tensor_metadata", [])
+    label_file = next((f["name"] for t in tensors for f in t.get("associated_files", []) if f.get("type") == "TENSOR_AXIS_LABELS"), None)
+    labels = read["associated_files"].get(label_file, b"").decode("utf-8").splitlines() if label_file else []
     return {
         "name": doc.get("name"),
         "description": doc.get("description"),
@@ -292,8 +291,9 @@ def summary(model_path: Path) -> dict[str, Any]:
         "color_space": image.get("content", {}).get("content_properties", {}).get("color_space"),
         "mean": norm.get("mean"),
         "std": norm.get("std"),
-        "output": outputs[0]["name"] if outputs else None,
-        "outputs": outputs,
+        "output": tensors[0].get("name") if tensors else None,
+        "outputs": {t.get("name"): t.get("description") for t in tensors},
+        "labels_file": label_file,
         "labels": labels,
         "packed_files": sorted(read["associated_files"]),
     }

@@ -244,7 +244,7 @@ def test_two_outputs_are_both_described(tiny, tmp_path, flatc_json):
     assert outputs[0]["associated_files"][0]["name"] == "labels.txt" and "associated_files" not in outputs[1]
     assert outputs[1]["description"] == "Model output embedding. Shape [1, 4], float32."
     _same_outputs(tiny["two"], out)
-    assert [o["name"] for o in tm.summary(out)["outputs"]] == ["probability", "embedding"]
+    assert list(tm.summary(out)["outputs"]) == ["probability", "embedding"]
 
 
 def test_detector_and_other_tasks(tiny, tmp_path, flatc_json):
@@ -322,6 +322,7 @@ def test_reader_on_models_without_metadata(tiny, tmp_path):
     junk.write_bytes(b"not a model at all")
     with pytest.raises(ValueError, match="not a TFLite model"):
         tm.read_metadata(junk)
+    assert "not a TFLite model" in tm.summary(junk)["unreadable"]
 
 
 def test_no_tflite_support_anywhere(tiny, tmp_path):
@@ -346,3 +347,22 @@ print(tm.summary(Path({str(tmp_path / "blocked.tflite")!r}))["labels"])
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "['a', 'b']"
+
+
+def test_logits_classifier_through_the_pipeline(tmp_path, flatc_json):
+    """No softmax in the model: the build measures it on the ONNX reference and says `logits`."""
+    import torch
+
+    import edgepack
+    from conftest import load_manifest
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 3)).eval()
+    out = tmp_path / "out"
+    edgepack.convert(net, torch.rand(1, 3, 32, 32), task="classify", formats="tflite", precisions="fp32", output=str(out))
+    [entry] = load_manifest(out)["artifacts"]
+    assert entry["tflite"]["metadata"] == "TFLite Metadata (classify; outputs logits)"
+    [scores] = flatc_json(litert_metadata_buffer(out / entry["files"]["model"]))["subgraph_metadata"][0]["output_tensor_metadata"]
+    assert scores["name"] == "logits" and "no softmax" in scores["description"]
+    assert entry["validation"]["task_agreement"] == 1.0
