@@ -13,17 +13,19 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# one resolver run for the whole stack; torch==2.13.0 is the CPU build (never a CUDA one)
 	$(BIN)/pip install --quiet -e ".[test]"
-	# pinned on purpose without their dependencies (see README "Dependencies")
-	$(BIN)/pip install --quiet --no-deps tflite-support==0.4.4 onnx2torch==1.5.15
+	# pinned on purpose without its dependencies (see README "Dependencies")
+	$(BIN)/pip install --quiet --no-deps onnx2torch==1.5.15
 	$(BIN)/python -c "import torch; assert '+cpu' in torch.__version__ or not torch.cuda.is_available(), torch.__version__"
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 setup: $(STAMP)
 
-# Debian's adb client (device tests), the Kotlin compiler from npm (Android app logic tests).
+# Debian's adb client (device tests) and flatc (TFLite Metadata read back against tflite-support's schema),
+# the Kotlin compiler from npm (Android app logic tests).
 KOTLIN_COMPILER := kotlin-compiler@2.4.20
 system-deps:
 	@if ! command -v adb >/dev/null; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq adb >/dev/null; fi
+	@if ! command -v flatc >/dev/null; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq flatbuffers-compiler >/dev/null; fi
 	@if [ ! -x "$$(npm root -g)/kotlin-compiler/bin/kotlinc" ]; then npm install -g --no-fund --no-audit $(KOTLIN_COMPILER) >/dev/null; fi
 
 # the built-in example -> every format and precision, validated -> the Android project

@@ -58,6 +58,37 @@ def fp32_flatbuffer(model: CanonicalModel, workdir: Path) -> Path:
     return out
 
 
+def classifier_output(job: ConversionJob) -> str | None:
+    """"logits" or "probabilities" for a classifier: the manifest's model.classifier_output when the
+    build states it, else measured on the ONNX reference (seeded random images), once per build."""
+    if job.spec.model.task != "classify":
+        return None
+    stated = getattr(job.spec.model, "classifier_output", None) or job.model.cache.get("classifier_output")
+    if stated in tflite_metadata.CLASSIFIER_OUTPUTS:
+        return stated
+    from edgepack.validate.reference import OnnxRuntimeRunner, run_all
+
+    n, c, h, w = job.model.input_shape
+    pixels = np.random.default_rng(0).uniform(0, 255, (4, n, c, h, w))
+    mean, std = (np.asarray(v, np.float64)[:c].reshape(1, 1, c, 1, 1) for v in (job.spec.model.mean, job.spec.model.std))
+    scores = run_all(OnnxRuntimeRunner(job.model.onnx_path, 1), ((pixels - mean) / std).astype(np.float32))[0]
+    job.model.cache["classifier_output"] = tflite_metadata.classifier_output_kind(scores)
+    return job.model.cache["classifier_output"]
+
+
+def _write_metadata(job: ConversionJob, plain: Path, out: Path) -> str:
+    m = job.spec.model
+    written = tflite_metadata.write_metadata(plain, out, {
+        "name": job.model_name, "description": m.description or f"{m.task} model converted by edgepack",
+        "version": m.version, "author": m.author, "license": m.license, "task": m.task, "head": m.head,
+        "mean": m.mean, "std": m.std, "color_order": m.color_order, "resize": m.resize,
+        "classifier_output": classifier_output(job),
+        "outputs": [{"name": n, "shape": list(s)} for n, s in zip(job.model.output_names, job.model.output_shapes)],
+    }, list(job.labels or []))
+    names = [t["name"] for t in written["subgraph_metadata"][0]["output_tensor_metadata"]]
+    return f"TFLite Metadata ({m.task}; outputs {', '.join(names)})"
+
+
 def gpu_delegate_warnings(model_path: Path) -> list[str]:
     """TensorFlow's model analyzer with its GPU-delegate compatibility check, plus int64 tensors
     and dynamic shapes, which the GPU delegate does not take either."""
@@ -146,12 +177,12 @@ class TfliteFormat(TargetFormat):
     def check_environment(self) -> None:
         quiet_tensorflow()
         for module, package in (("litert_torch", "litert-torch"), ("ai_edge_litert", "ai-edge-litert"),
-                                ("ai_edge_quantizer", "ai-edge-quantizer"), ("tensorflow_lite_support", "tflite-support")):
+                                ("ai_edge_quantizer", "ai-edge-quantizer"), ("flatbuffers", "flatbuffers")):
             try:
                 with captured_native_output(f"{module} import", (1, 2)):  # absl/torchao/XNNPACK banners
                     __import__(module)
             except ImportError:
-                raise MissingDependencyError(f"tflite needs {package}", "run `make setup` (tflite-support is installed with --no-deps)") from None
+                raise MissingDependencyError(f"tflite needs {package}", "run `make setup`") from None
 
     def convert(self, job: ConversionJob) -> ConvertedModel:
         fp32 = fp32_flatbuffer(job.model, job.workdir)
@@ -168,16 +199,7 @@ class TfliteFormat(TargetFormat):
         io_record = tflite_quant.io_quantization(plain)
         details["io"] = io_record
         out = job.workdir / "model.tflite"
-        labels = job.workdir / "labels.txt"
-        labels.write_text("".join(f"{label}\n" for label in job.labels or []), encoding="utf-8")
-        m = job.spec.model
-        tflite_metadata.write_metadata(plain, out, {
-            "name": job.model_name, "description": m.description or f"{m.task} model converted by edgepack",
-            "version": m.version, "author": m.author, "license": m.license, "task": m.task, "head": m.head,
-            "mean": m.mean, "std": m.std, "color_order": m.color_order, "resize": m.resize,
-            "input_dtype": io_record["inputs"][0]["dtype"],
-        }, labels)
-        details["metadata"] = "TFLite Metadata (image classifier)" if m.task == "classify" else "TFLite Metadata (raw detector output described)"
+        details["metadata"] = _write_metadata(job, plain, out)
         warnings = [f"GPU delegate: {w}" for w in gpu_delegate_warnings(out)]
         details["gpu_delegate_warnings"] = [w.removeprefix("GPU delegate: ") for w in warnings]
         return ConvertedModel(

@@ -1,10 +1,13 @@
 """TFLite artifacts: NHWC input, numbers from the LiteRT interpreter recomputed here, and the
-TFLite Metadata read back with tflite-support's own reader."""
+TFLite Metadata read back with flatc and tflite-support's own schema (tflite_metadata_reference.py)."""
 
 from __future__ import annotations
 
+import zipfile
+
 import numpy as np
 import pytest
+from tflite_metadata_reference import flatc, flatc_json, litert_metadata_buffer, metadata_schema_fbs  # noqa: F401  (fixtures)
 
 from conftest import load_manifest
 from edgepack.validate import metrics
@@ -12,12 +15,6 @@ from edgepack.validate import metrics
 
 def _arts(out):
     return {e["id"]: e for e in load_manifest(out)["artifacts"]}
-
-
-def _displayer(path):
-    from tensorflow_lite_support.metadata.python import metadata
-
-    return metadata.MetadataDisplayer.with_model_file(str(path))
 
 
 def test_detector_tflite_runs_nhwc_and_matches_reference(detector_out):
@@ -49,33 +46,36 @@ def test_detector_tflite_runs_nhwc_and_matches_reference(detector_out):
         assert v["status"] == "ok" and v["task_agreement"] >= 0.9, v
 
 
-def test_detector_metadata_reads_back(detector_out, detector_labels):
-    import json
+def test_detector_metadata_reads_back(detector_out, detector_labels, flatc_json):
+    for precision in ("fp32", "fp16", "int8-dynamic"):
+        entry = _arts(detector_out)[f"tflite-{precision}"]
+        model = detector_out / entry["files"]["model"]
+        doc = flatc_json(litert_metadata_buffer(model))
+        assert doc["name"] == "detector" and doc["version"] == "1.0" and doc["min_parser_version"] == "1.0.0"
+        graph = doc["subgraph_metadata"][0]
+        image = graph["input_tensor_metadata"][0]
+        assert image["content"]["content_properties"] == {"color_space": "RGB", "default_size": {"width": 128, "height": 128}}
+        norm = image["process_units"][0]["options"]
+        assert norm == {"mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}
+        outputs = graph["output_tensor_metadata"]
+        assert [o["name"] for o in outputs] == [o["name"] for o in entry["outputs"]]  # canonical names, canonical order
+        assert "[1, 4 + C, N]" in outputs[0]["description"] and "sigmoid" in outputs[0]["description"]
+        assert outputs[0]["associated_files"][0]["type"] == "TENSOR_AXIS_LABELS"
+        with zipfile.ZipFile(model) as archive:
+            assert archive.namelist() == ["labels.txt"]
+            labels = archive.read("labels.txt").decode("utf-8").splitlines()
+        assert labels == detector_labels.read_text(encoding="utf-8").splitlines()  # quotes and Unicode intact
+        assert entry["tflite"]["metadata"] == f"TFLite Metadata (detect; outputs {outputs[0]['name']})"
 
-    entry = _arts(detector_out)["tflite-fp16"]
-    displayer = _displayer(detector_out / entry["files"]["model"])
-    doc = json.loads(displayer.get_metadata_json())
-    assert doc["name"] == "detector" and doc["version"] == "1.0"
-    graph = doc["subgraph_metadata"][0]
-    image = graph["input_tensor_metadata"][0]
-    assert image["content"]["content_properties"]["color_space"] == "RGB"
-    norm = image["process_units"][0]["options"]
-    assert norm == {"mean": [0.0, 0.0, 0.0], "std": [255.0, 255.0, 255.0]}
-    output = graph["output_tensor_metadata"][0]
-    assert "[1, 4 + C, N]" in output["description"] and "sigmoid" in output["description"]
-    assert output["associated_files"][0]["type"] == "TENSOR_AXIS_LABELS"
-    labels = displayer.get_associated_file_buffer("labels.txt").decode("utf-8").splitlines()
-    assert labels == detector_labels.read_text(encoding="utf-8").splitlines()  # quotes and Unicode intact
 
-
-def test_classifier_gets_image_classifier_metadata(classifier_out):
-    import json
-
+def test_classifier_gets_image_classifier_metadata(classifier_out, flatc_json):
     arts = _arts(classifier_out)
     entry = arts["tflite-fp32"]
-    doc = json.loads(_displayer(classifier_out / entry["files"]["model"]).get_metadata_json())
-    output = doc["subgraph_metadata"][0]["output_tensor_metadata"][0]
+    doc = flatc_json(litert_metadata_buffer(classifier_out / entry["files"]["model"]))
+    [output] = doc["subgraph_metadata"][0]["output_tensor_metadata"]
+    # the built-in classifier ends in softmax: its scores are probabilities
     assert output["name"] == "probability" and output["content"]["content_properties_type"] == "FeatureProperties"
+    assert output["associated_files"][0]["name"] == "labels.txt" and output["stats"] == {"max": [1.0], "min": [0.0]}
     assert entry["validation"]["task_metric"] == "top1_agreement"
     assert entry["validation"]["task_agreement"] == 1.0
 
