@@ -13,8 +13,6 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# one resolver run for the whole stack; torch==2.13.0 is the CPU build (never a CUDA one)
 	$(BIN)/pip install --quiet -e ".[test]"
-	# pinned on purpose without its dependencies (see README "Dependencies")
-	$(BIN)/pip install --quiet --no-deps onnx2torch==1.5.15
 	$(BIN)/python -c "import torch; assert '+cpu' in torch.__version__ or not torch.cuda.is_available(), torch.__version__"
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
