@@ -16,8 +16,18 @@ import yaml
 
 from edgepack.errors import SpecError
 
-TASKS = ("detect", "classify")
-HEADS = ("yolov8", "yolov5", "raw")
+TASKS = ("detect", "classify", "segment", "pose", "sequence", "tensor")
+# the output layouts a task can decode; a task without heads (classify, tensor) ignores `head`
+TASK_HEADS: dict[str, tuple[str, ...]] = {
+    "detect": ("yolov8", "yolov5", "yolox", "raw"),
+    "classify": (),
+    "segment": ("yolov8", "map"),
+    "pose": ("yolov8",),
+    "sequence": ("ctc",),
+    "tensor": (),
+}
+HEADS = tuple(dict.fromkeys(h for heads in TASK_HEADS.values() for h in heads))
+DEFAULT_HEAD = "yolov8"
 COLOR_ORDERS = ("rgb", "bgr")
 RESIZE_MODES = ("letterbox", "stretch")
 BUILTIN_PREFIX = "builtin:"
@@ -33,7 +43,9 @@ class ModelSpec:
     std: tuple[float, float, float] = (255.0, 255.0, 255.0)
     resize: str = "letterbox"
     labels: str | None = None
-    head: str = "yolov8"
+    head: str = DEFAULT_HEAD  # see TASK_HEADS; the default means "the task's first head"
+    task_output: str | None = None  # name of the output the task decodes; None: the one whose shape fits
+    map_threshold: float = 0.3  # segment/map: foreground where the probability map exceeds this
     name: str | None = None
     description: str = ""
     version: str = "1.0"
@@ -232,12 +244,14 @@ def check_spec(spec: BuildSpec) -> None:
     m = spec.model
     for value, allowed, what in (
         (m.task, TASKS, "task"),
-        (m.head, HEADS, "head"),
         (m.color_order, COLOR_ORDERS, "color_order"),
         (m.resize, RESIZE_MODES, "resize"),
     ):
         if value not in allowed:
             raise SpecError(f"model.{what} {value!r} is not valid (choose from: {', '.join(allowed)})")
+    task_head(m.task, m.head)
+    if not 0.0 < float(m.map_threshold) < 1.0:
+        raise SpecError(f"model.map_threshold {m.map_threshold!r} is not valid (a probability between 0 and 1, e.g. 0.3)")
     if len(m.mean) != 3 or len(m.std) != 3 or min(m.std) <= 0:
         raise SpecError("model.mean and model.std need three values each, std > 0 (pixel units, 0..255)")
     if m.labels is not None and not Path(m.labels).is_file():
@@ -260,6 +274,21 @@ def check_spec(spec: BuildSpec) -> None:
         for p in precisions:
             if p not in info.precisions:
                 raise SpecError(f"{fmt}: precision {p!r} is not supported (choose from: {', '.join(info.precisions)})")
+
+
+def task_head(task: str, head: str | None) -> str | None:
+    """The head a task decodes with: None for tasks without heads; the default head stands for
+    the task's first head (so `--task sequence` alone means CTC)."""
+    heads = TASK_HEADS.get(task)
+    if heads is None:
+        raise SpecError(f"model.task {task!r} is not valid (choose from: {', '.join(TASKS)})")
+    if not heads:
+        return None
+    if head in heads:
+        return head
+    if head in (None, DEFAULT_HEAD):
+        return heads[0]
+    raise SpecError(f"model.head {head!r} is not valid for task {task!r} (choose from: {', '.join(heads)})")
 
 
 def read_labels(path: str | Path) -> list[str]:
