@@ -111,7 +111,7 @@ class TaskSpec:
 
 # model-level facts read back from a manifest (written by `TaskSpec.manifest_fields`)
 FACT_KEYS = ("classifier_output", "map_values", "map_channels", "protos_output", "mask_coefficients", "num_keypoints",
-             "keypoint_dims", "ctc_blank", "time_major")
+             "keypoint_dims", "ctc_blank", "time_major", "channels_first")
 
 
 @dataclass

@@ -102,11 +102,12 @@ def check_rows(task: TaskSpec, main: np.ndarray, extra: int = 0) -> None:
     if task.head in ("yolov5", "yolox") and shape[1] < shape[2]:
         raise HeadMismatch(f"{describe_head(task)}: {shape[1]} rows of {shape[2]} channels look channels-first (the yolov8 layout)")
     rows, channels, scores = [], [], []
+    known = task.fact("channels_first")
     for image in stack_rows(main):
-        cxcywh, class_scores, _ = detection.split_rows(image, task.head, task.num_classes, extra)
+        cxcywh, class_scores, _ = detection.split_rows(image, task.head, task.num_classes, extra, known)
         out = image.reshape(image.shape[-2:])
         if task.head == "yolov8":
-            first = detection.channels_first(out.shape, 4 + task.num_classes + extra if task.num_classes else None)
+            first = detection.channels_first(out.shape, 4 + task.num_classes + extra if task.num_classes else None) if known is None else known
             table = out.T if first else out
             probabilities = table[:, 4 : table.shape[1] - extra]
         else:
@@ -148,7 +149,8 @@ def detection_parts(task: TaskSpec, extra_parts: list[tuple[str, int, int, int]]
     extra = sum(len(range(a, b, s)) for _, a, b, s in extra_parts) if extra_parts else 0
     if task.head == "yolov8":
         channels = 4 + task.num_classes + extra if task.num_classes else None
-        axis = 0 if detection.channels_first(shape[1:], channels) else 1
+        first = task.fact("channels_first")
+        axis = 0 if (detection.channels_first(shape[1:], channels) if first is None else first) else 1
         total = shape[1 + axis]
         parts = [part("boxes", axis, 0, 4), part("scores", axis, 4, total - extra)]
     else:

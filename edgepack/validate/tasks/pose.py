@@ -62,14 +62,20 @@ class PoseTask(TaskHandler):
 
     def bind(self, task: TaskSpec) -> TaskSpec:
         fits = [i for i, s in enumerate(task.output_shapes)
-                if len(s) == 3 and s[0] == 1 and min(s) > 0 and keypoint_layout(min(s[1], s[2]), task.num_classes)]
-        return pick_output(task, fits, "head 'yolov8' (pose, [1, 4 + C + K * 3, N])")
+                if len(s) == 3 and s[0] == 1 and min(s) > 0 and (keypoint_layout(s[1], None) or keypoint_layout(s[2], None))]
+        task = pick_output(task, fits, "head 'yolov8' (pose, [1, 4 + C + K * 3, N])")
+        shape = task.output_shapes[task.main_index]
+        return task.with_facts(channels_first=keypoint_layout(shape[1], None) is not None)  # Ultralytics: channels first
+
+    def _channels(self, task: TaskSpec) -> int:
+        shape = task.output_shapes[task.main_index]
+        return shape[1] if task.fact("channels_first", True) else shape[2]
 
     def _layout(self, task: TaskSpec) -> tuple[int, int, int]:
-        shape = task.output_shapes[task.main_index]
-        layout = keypoint_layout(min(shape[1], shape[2]), task.num_classes)
+        channels = self._channels(task)
+        layout = keypoint_layout(channels, task.num_classes)
         if layout is None:
-            raise HeadMismatch(f"head 'yolov8' (pose): {min(shape[1], shape[2])} channels minus 4 box channels and "
+            raise HeadMismatch(f"head 'yolov8' (pose): {channels} channels minus 4 box channels and "
                                f"{task.num_classes} classes is not a whole number of keypoints (check the labels file)")
         return layout
 
@@ -78,8 +84,7 @@ class PoseTask(TaskHandler):
         return reference is not None and dims == 3 and k >= 5  # a detector with a few more classes fits [1, 4 + C + K * D, N] too
 
     def expected_classes(self, task: TaskSpec) -> int | None:
-        shape = task.output_shapes[task.main_index]
-        return 1 if keypoint_layout(min(shape[1], shape[2]), None) else None
+        return 1 if keypoint_layout(self._channels(task), None) else None
 
     def check_reference(self, task: TaskSpec, reference: list[np.ndarray]) -> TaskSpec:
         _, k, dims = self._layout(task)
@@ -92,7 +97,7 @@ class PoseTask(TaskHandler):
         results = []
         for image in main:
             dets, extra = detection.decode_rows(image, "yolov8", task.score_threshold, task.iou_threshold,
-                                                num_classes=task.num_classes, extra=k * dims)
+                                                num_classes=task.num_classes, extra=k * dims, first=task.fact("channels_first"))
             results.append(PoseDetections(dets.boxes, dets.scores, dets.classes, extra.reshape(-1, k, dims)))
         return results
 

@@ -85,7 +85,9 @@ class SegmentTask(TaskHandler):
         fits = [i for i, s in enumerate(task.output_shapes)
                 if len(s) == 3 and s[0] == 1 and min(s[1], s[2]) >= 4 + 1 + m]
         task = pick_output(task, fits, f"head 'yolov8' (segment, [1, 4 + C + {m}, N])")
-        return task.with_facts(protos_output=task.output_names[protos[0]], mask_coefficients=int(m))
+        shape = task.output_shapes[task.main_index]
+        first = shape[1] <= shape[2] if min(shape[1], shape[2]) >= 5 + m else shape[1] >= 5 + m
+        return task.with_facts(protos_output=task.output_names[protos[0]], mask_coefficients=int(m), channels_first=bool(first))
 
     def _bind_map(self, task: TaskSpec) -> TaskSpec:
         fits = [i for i, s in enumerate(task.output_shapes) if len(s) == 4 and s[0] == 1 and s[2] > 1 and s[3] > 1]
@@ -102,7 +104,8 @@ class SegmentTask(TaskHandler):
             channels = task.fact("map_channels", 1)
             return channels if channels > 1 else None
         shape = task.output_shapes[task.main_index]
-        return min(shape[1], shape[2]) - 4 - int(task.fact("mask_coefficients", 32))
+        channels = shape[1] if task.fact("channels_first", True) else shape[2]
+        return channels - 4 - int(task.fact("mask_coefficients", 32))
 
     # --- reference checks --------------------------------------------------------------------
     def check_reference(self, task: TaskSpec, reference: list[np.ndarray]) -> TaskSpec:
@@ -129,7 +132,7 @@ class SegmentTask(TaskHandler):
         results = []
         for i, image in enumerate(main):
             dets, coefficients = detection.decode_rows(image, "yolov8", task.score_threshold, task.iou_threshold,
-                                                       num_classes=task.num_classes, extra=m)
+                                                       num_classes=task.num_classes, extra=m, first=task.fact("channels_first"))
             masks = None
             if protos is not None:
                 p = protos[i].reshape(protos[i].shape[-3:])
