@@ -27,8 +27,8 @@ from edgepack.validate.tasks import Agreement, TaskSpec
 COSINE_FLOOR = {"fp32": 0.9999, "fp16": 0.999, "int8-weight": 0.99, "int8-dynamic": 0.98, "int8": 0.98}
 TASK_FLOOR = {"fp32": 0.99, "fp16": 0.95, "int8-weight": 0.9, "int8-dynamic": 0.9, "int8": 0.9}
 
-__all__ = ["COSINE_FLOOR", "TASK_FLOOR", "TaskSpec", "compare", "measure_agreement", "static_validation", "task_agreement",
-           "task_outputs", "tensor_metrics"]
+__all__ = ["COSINE_FLOOR", "TASK_FLOOR", "TaskSpec", "compare", "measure_agreement", "quantization_score", "static_validation",
+           "task_agreement", "task_outputs", "tensor_metrics"]
 
 
 def task_outputs(task: TaskSpec, outputs: list[np.ndarray]) -> list[Any]:
@@ -46,6 +46,22 @@ def task_agreement(task: TaskSpec, reference: list[Any], candidate: list[Any]) -
     """(metric, value), or None when the agreement is not measurable or the task has no decoder."""
     result = measure_agreement(task, reference, candidate)
     return (result.metric, result.value) if result.measurable else None
+
+
+def quantization_score(task: TaskSpec, reference_outputs: list[np.ndarray], candidate_outputs: list[np.ndarray]) -> float:
+    """One number for automatic mixed precision to compare with TASK_FLOOR["int8"]: the task
+    agreement when it is measurable, else the worst cosine over outputs and output parts (0 for
+    a collapsed part), so a quantized model whose scores collapsed on images without objects
+    still asks for float layers instead of passing as 1.0."""
+    result = measure_agreement(task, task_outputs(task, reference_outputs), task_outputs(task, candidate_outputs))
+    if result.measurable:
+        return float(result.value)
+    numbers = numeric_record(task, candidate_outputs, reference_outputs, list(task.output_names) or
+                             [f"output{i}" for i in range(len(reference_outputs))], "int8")
+    if numbers["failed"] or any("collapsed" in reason for reason in numbers["degraded"]):
+        return 0.0
+    cosines = [o["cosine"] for o in numbers["outputs"]] + [p["cosine"] for o in numbers["outputs"] for p in o.get("parts", [])]
+    return float(min(cosines))
 
 
 def tensor_metrics(got: np.ndarray, want: np.ndarray) -> dict[str, float]:

@@ -218,3 +218,19 @@ def test_ultralytics_yolov8n_real_output_collapse_and_refusal():
     assert metrics.cosine(collapsed, out) > 0.9999
     record = validate(task, [out], [collapsed], "int8")
     assert record["status"] == "degraded" and any("score channels collapsed" in r for r in record["reasons"])
+
+
+def test_quantization_score_for_mixed_precision_does_not_pass_empty_references():
+    """Automatic mixed precision asks for one number: with no reference objects it must not be
+    the vacuous 1.0 when the scores collapsed."""
+    from edgepack.validate.validator import quantization_score
+
+    empty = builtin_detector_outputs(count=3, blank=True)
+    task = bound("detect", "yolov8", [empty], num_classes=5)
+    assert quantization_score(task, [empty], [empty.copy()]) == pytest.approx(1.0)
+    collapsed = empty.copy()
+    collapsed[:, :, 4:] = 0
+    assert quantization_score(task, [empty], [collapsed]) == 0.0
+    shapes = builtin_detector_outputs(count=4)
+    task = bound("detect", "yolov8", [shapes], num_classes=5)
+    assert quantization_score(task, [shapes], [shapes.copy()]) == 1.0  # measurable: the box F1

@@ -9,7 +9,6 @@ them it is "not measurable" instead of a vacuous F1 of 1.0.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -167,8 +166,8 @@ class DetectTask(TaskHandler):
     dataset_metric = True
 
     def bind(self, task: TaskSpec) -> TaskSpec:
-        if task.head == "raw":
-            return dataclasses.replace(task, output=task.output if task.output in task.output_names else None)
+        if task.head == "raw":  # no decoder: any output, or the named one
+            return pick_output(task, list(range(len(task.output_names))), "head 'raw'") if task.output else task
         fits = [i for i, s in enumerate(task.output_shapes) if yolo_layout_fits(task.head, s)]
         layout = "[1, 4 + C, N]" if task.head == "yolov8" else "[1, N, 5 + C]"
         return pick_output(task, fits, f"head {task.head!r} ({layout})")
