@@ -12,6 +12,7 @@ import click
 
 from edgepack import __version__, console
 from edgepack.errors import EdgepackError, SpecError, ValidationError
+from edgepack.spec import HEADS, TASKS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -28,7 +29,9 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
 def _spec_options(f):
     options = [
         click.option("-c", "--config", type=click.Path(dir_okay=False), help="edgepack.yaml (flags override it)."),
-        click.option("--task", type=click.Choice(["detect", "classify"]), help="Model task."),
+        click.option("--task", type=click.Choice(list(TASKS)), help="Model task: what the outputs mean."),
+        click.option("--head", type=click.Choice(list(HEADS)), help="Output layout of the task (default: the task's first)."),
+        click.option("--task-output", help="Name of the output the task decodes (default: the one whose shape fits)."),
         click.option("--formats", help="Comma list of formats (ncnn,mnn,...). Default: all available."),
         click.option("--precisions", help="Comma list: fp32,fp16,int8-weight,int8-dynamic,int8."),
         click.option("--input-shape", help="1,C,H,W: needed for dynamic ONNX inputs and TorchScript."),

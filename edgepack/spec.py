@@ -19,7 +19,7 @@ from edgepack.errors import SpecError
 TASKS = ("detect", "classify", "segment", "pose", "sequence", "tensor")
 # the output layouts a task can decode; a task without heads (classify, tensor) ignores `head`
 TASK_HEADS: dict[str, tuple[str, ...]] = {
-    "detect": ("yolov8", "yolov5", "yolox", "raw"),
+    "detect": ("yolov8", "yolov5", "raw", "yolox"),
     "classify": (),
     "segment": ("yolov8", "map"),
     "pose": ("yolov8",),
@@ -189,6 +189,12 @@ def _apply_overrides(spec: BuildSpec, o: Mapping[str, Any]) -> BuildSpec:
         m.source = str(o["model"])
     if o.get("task"):
         m.task = o["task"]
+    if o.get("head"):
+        m.head = o["head"]
+    if o.get("task_output"):
+        m.task_output = str(o["task_output"])
+    if o.get("map_threshold") is not None:
+        m.map_threshold = o["map_threshold"]
     if o.get("input_shape"):
         m.input_shape = parse_shape(o["input_shape"])
     if o.get("labels"):
@@ -250,8 +256,14 @@ def check_spec(spec: BuildSpec) -> None:
         if value not in allowed:
             raise SpecError(f"model.{what} {value!r} is not valid (choose from: {', '.join(allowed)})")
     task_head(m.task, m.head)
-    if not 0.0 < float(m.map_threshold) < 1.0:
-        raise SpecError(f"model.map_threshold {m.map_threshold!r} is not valid (a probability between 0 and 1, e.g. 0.3)")
+    try:
+        m.map_threshold = float(m.map_threshold)
+    except (TypeError, ValueError):
+        m.map_threshold = -1.0 if not isinstance(m.map_threshold, (int, float)) else m.map_threshold
+    if not 0.0 < m.map_threshold < 1.0:
+        raise SpecError("model.map_threshold is not valid (a probability between 0 and 1, e.g. 0.3)")
+    if m.task_output is not None and not isinstance(m.task_output, str):
+        raise SpecError(f"model.task_output {m.task_output!r} is not valid (the name of one of the model's outputs)")
     if len(m.mean) != 3 or len(m.std) != 3 or min(m.std) <= 0:
         raise SpecError("model.mean and model.std need three values each, std > 0 (pixel units, 0..255)")
     if m.labels is not None and not Path(m.labels).is_file():
