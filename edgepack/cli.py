@@ -29,8 +29,9 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
 def _spec_options(f):
     options = [
         click.option("-c", "--config", type=click.Path(dir_okay=False), help="edgepack.yaml (flags override it)."),
-        click.option("--task", type=click.Choice(list(TASKS)), help="Model task (default: the model's metadata, else detect)."),
-        click.option("--head", type=click.Choice(list(HEADS)), help="Detector output layout (model.head)."),
+        click.option("--task", type=click.Choice(list(TASKS)), help="Model task: what the outputs mean (default: the model's metadata, else detect)."),
+        click.option("--head", type=click.Choice(list(HEADS)), help="Output layout of the task (default: the task's first)."),
+        click.option("--task-output", help="Name of the output the task decodes (default: the one whose shape fits)."),
         click.option("--mean", help="Per-channel mean in 0..255 pixel units, e.g. 123.675,116.28,103.53."),
         click.option("--std", help="Per-channel std in 0..255 pixel units, e.g. 58.395,57.12,57.375 (default 255,255,255)."),
         click.option("--color-order", type=click.Choice(list(COLOR_ORDERS)), help="Channel order the model expects."),

@@ -22,7 +22,7 @@ from edgepack.preprocess import generated_images, list_images, load_image, prepr
 from edgepack.sources import CanonicalModel, load_source
 from edgepack.spec import BUILTIN_PREFIX, BuildSpec, read_labels
 from edgepack.tools import package_version, sha256_file
-from edgepack.validate import detection, metrics
+from edgepack.validate import metrics, tasks
 from edgepack.validate.reference import OnnxRuntimeRunner, run_all
 from edgepack.validate.validator import TaskSpec, compare, static_validation, task_outputs
 
@@ -89,15 +89,11 @@ def apply_model_metadata(spec: BuildSpec, model: CanonicalModel) -> BuildSpec:
     return dataclasses.replace(spec, model=dataclasses.replace(m, **changes)) if changes else spec
 
 
-def resolve_labels(spec: BuildSpec, model: CanonicalModel, builtin: bool) -> list[str]:
-    """Labels from the spec (count checked against the model), the built-in's, or class_N."""
+def resolve_labels(spec: BuildSpec, model: CanonicalModel, builtin: bool, task: TaskSpec | None = None) -> list[str]:
+    """Labels from the spec (count checked against the task's output), the built-in's, or class_N."""
     m = spec.model
-    if m.task == "classify":
-        expected = int(np.prod(model.output_shapes[0][1:]))
-    elif m.head in ("yolov8", "yolov5"):
-        expected = detection.num_classes(m.head, model.output_shapes[0])
-    else:
-        expected = None
+    task = task or TaskSpec.for_model(spec, model.output_names, model.output_shapes, model.input_shape)
+    expected = tasks.expected_classes(task)
     if m.labels is not None:
         labels = read_labels(m.labels)
         if expected is not None and len(labels) != expected:
@@ -215,8 +211,8 @@ class Build:
                 model = load_source(self.spec.model, work, self.module, self.example_input)
                 s["note"] = f"{model.source_kind}, input {list(model.input_shape)}, opset {model.opset}"
             self.spec = apply_model_metadata(self.spec, model)
-            self.task = TaskSpec(self.spec.model.task, self.spec.model.head, self.spec.validation.score_threshold, self.spec.validation.iou_threshold)
-            labels = resolve_labels(self.spec, model, self.builtin)
+            self.task = TaskSpec.for_model(self.spec, model.output_names, model.output_shapes, model.input_shape)
+            labels = resolve_labels(self.spec, model, self.builtin, self.task)
             # after the source and labels: bad input is reported before the converters' slow imports
             for name in {p.format for p in self.plan}:
                 FORMATS.get(name)().check_environment()
@@ -227,13 +223,15 @@ class Build:
                 s["note"] = f"{len(inputs)} images: {origin}"
             with console.step("Running", "reference (onnxruntime)") as s:
                 reference_runner = OnnxRuntimeRunner(model.onnx_path, self.spec.validation.threads)
-                reference = run_all(reference_runner, inputs)
+                reference = run_all(reference_runner, inputs, model.output_names)
+                self.task = tasks.check_reference(self.task, reference)  # refuses a head that decodes impossible boxes
                 reference_task = task_outputs(self.task, reference)
                 source_check = self._check_source_vs_onnx(model, inputs, reference)
                 s["note"] = source_check.get("summary", "")
             manifest = self._manifest_header(model, labels, name, origin, source_check)
+            manifest["model"].update(self.task.manifest_fields())
             manifest["validation"]["images"] = int(len(inputs))
-            self._write_validation_set(staging, model, inputs, reference, reference_task)
+            self._write_validation_set(staging, model, inputs, reference, tasks.to_json(self.task, reference_task))
             (staging / "labels.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
             calibration_cache: dict[str, np.ndarray] = {}
 
@@ -341,7 +339,7 @@ class Build:
             "size_bytes": size,
             "sha256": hashes,
             "task": self.spec.model.task,
-            "head": self.spec.model.head if self.spec.model.task == "detect" else None,
+            "head": self.task.head,
             "inputs": inputs,
             "outputs": outputs,
             "runtime_io": {"input": converted.input_name, "outputs": converted.output_names},
@@ -437,8 +435,7 @@ class Build:
         (staging / "reference").mkdir()
         np.savez_compressed(staging / "validation" / "inputs.npz", inputs=inputs.astype(np.float32))
         np.savez_compressed(staging / "validation" / "reference.npz", **dict(zip(model.output_names, reference)))
-        task = [d.to_list() if isinstance(d, detection.Detections) else d for d in reference_task]
-        (staging / "validation" / "reference_task.json").write_text(json.dumps(task))
+        (staging / "validation" / "reference_task.json").write_text(json.dumps(reference_task))
 
 
 def _status_note(entry: dict[str, Any]) -> str:
@@ -448,6 +445,6 @@ def _status_note(entry: dict[str, Any]) -> str:
     if "static_checks" in v:
         return f"{v['status']}: {len(v['static_checks'])} static checks passed"
     note = f"cos {v['cosine']:.6f}"
-    if "task_agreement" in v:
+    if v.get("task_agreement") is not None:
         note += f", {v['task_metric']} {v['task_agreement']:.3f}"
     return note + (f" [{v['status']}: {'; '.join(v['reasons'])}]" if v["status"] != "ok" else "")

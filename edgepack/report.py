@@ -21,7 +21,7 @@ def artifact_row(entry: dict[str, Any]) -> list[str]:
     v = entry.get("validation") or {}
     status = entry.get("status", "-")
     colour = {"ok": "green", "degraded": "yellow", "failed": "red"}.get(status, "cyan")
-    task = f"{v['task_agreement']:.3f}" if "task_agreement" in v else "-"
+    task = f"{v['task_agreement']:.3f}" if v.get("task_agreement") is not None else "-"
     latency = v.get("latency", {}).get("median_ms")
     return [
         entry["id"],

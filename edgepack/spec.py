@@ -16,8 +16,18 @@ import yaml
 
 from edgepack.errors import SpecError
 
-TASKS = ("detect", "classify")
-HEADS = ("yolov8", "yolov5", "raw")
+TASKS = ("detect", "classify", "segment", "pose", "sequence", "tensor")
+# the output layouts a task can decode; a task without heads (classify, tensor) ignores `head`
+TASK_HEADS: dict[str, tuple[str, ...]] = {
+    "detect": ("yolov8", "yolov5", "raw", "yolox"),
+    "classify": (),
+    "segment": ("yolov8", "map"),
+    "pose": ("yolov8",),
+    "sequence": ("ctc",),
+    "tensor": (),
+}
+HEADS = tuple(dict.fromkeys(h for heads in TASK_HEADS.values() for h in heads))
+DEFAULT_HEAD = "yolov8"
 COLOR_ORDERS = ("rgb", "bgr")
 RESIZE_MODES = ("letterbox", "stretch")
 BUILTIN_PREFIX = "builtin:"
@@ -33,7 +43,9 @@ class ModelSpec:
     std: tuple[float, float, float] = (255.0, 255.0, 255.0)
     resize: str = "letterbox"
     labels: str | None = None
-    head: str = "yolov8"
+    head: str = DEFAULT_HEAD  # see TASK_HEADS; the default means "the task's first head"
+    task_output: str | None = None  # name of the output the task decodes; None: the one whose shape fits
+    map_threshold: float = 0.3  # segment/map: foreground where the probability map exceeds this
     name: str | None = None
     description: str = ""
     version: str = "1.0"
@@ -232,6 +244,12 @@ def _apply_overrides(spec: BuildSpec, o: Mapping[str, Any]) -> BuildSpec:
         m.source = str(o["model"])
     if o.get("task"):
         m.task = o["task"]
+    if o.get("head"):
+        m.head = o["head"]
+    if o.get("task_output"):
+        m.task_output = str(o["task_output"])
+    if o.get("map_threshold") is not None:
+        m.map_threshold = o["map_threshold"]
     if o.get("input_shape"):
         m.input_shape = parse_shape(o["input_shape"])
     if o.get("labels"):
@@ -304,13 +322,21 @@ def _default_format_names() -> list[str]:
 def check_spec(spec: BuildSpec) -> None:
     m = spec.model
     for value, allowed, what in (
-        (m.task or TASKS[0], TASKS, "task"),
-        (m.head, HEADS, "head"),
         (m.color_order, COLOR_ORDERS, "color_order"),
         (m.resize, RESIZE_MODES, "resize"),
     ):
         if value not in allowed:
             raise SpecError(f"model.{what} {value!r} is not valid (choose from: {', '.join(allowed)})")
+    if m.task is not None:  # None: decided by the model's metadata once it is loaded
+        task_head(m.task, m.head)
+    try:
+        m.map_threshold = float(m.map_threshold)
+    except (TypeError, ValueError):
+        m.map_threshold = -1.0 if not isinstance(m.map_threshold, (int, float)) else m.map_threshold
+    if not 0.0 < m.map_threshold < 1.0:
+        raise SpecError("model.map_threshold is not valid (a probability between 0 and 1, e.g. 0.3)")
+    if m.task_output is not None and not isinstance(m.task_output, str):
+        raise SpecError(f"model.task_output {m.task_output!r} is not valid (the name of one of the model's outputs)")
     if m.name is not None:
         import re
 
@@ -352,6 +378,21 @@ def read_text_file(path: str | Path, what: str) -> str:
         raise SpecError(
             f"{what} {path} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})", "save it as UTF-8"
         ) from None
+
+
+def task_head(task: str, head: str | None) -> str | None:
+    """The head a task decodes with: None for tasks without heads; the default head stands for
+    the task's first head (so `--task sequence` alone means CTC)."""
+    heads = TASK_HEADS.get(task)
+    if heads is None:
+        raise SpecError(f"model.task {task!r} is not valid (choose from: {', '.join(TASKS)})")
+    if not heads:
+        return None
+    if head in heads:
+        return head
+    if head in (None, DEFAULT_HEAD):
+        return heads[0]
+    raise SpecError(f"model.head {head!r} is not valid for task {task!r} (choose from: {', '.join(heads)})")
 
 
 def read_labels(path: str | Path) -> list[str]:

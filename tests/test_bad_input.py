@@ -62,7 +62,7 @@ def test_op_the_target_format_lacks_is_named(tmp_path, fmt):
     model = tmp_path / "hardmax.onnx"
     single_op_model(model, "Hardmax", axis=1)
     out = tmp_path / "out"
-    result = run_cli("convert", str(model), "--task", "classify", "--formats", fmt, "--precisions", "fp32", "-o", str(out))
+    result = run_cli("convert", str(model), "--task", "tensor", "--formats", fmt, "--precisions", "fp32", "-o", str(out))
     # a format that fails is recorded, not hidden: exit 5, the reason in one line, its logs kept in OUT
     assert result.returncode == 5, result.stderr
     lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
@@ -129,7 +129,7 @@ def test_failed_run_leaves_previous_output_untouched(tmp_path, onnx_detector):
     before = (out / "manifest.json").read_bytes()
     bad_model = tmp_path / "hardmax.onnx"
     single_op_model(bad_model, "Hardmax", axis=1)
-    result = run_cli("convert", str(bad_model), "--task", "classify", "--formats", "mnn", "--precisions", "fp32", "-o", str(out))
+    result = run_cli("convert", str(bad_model), "--task", "tensor", "--formats", "mnn", "--precisions", "fp32", "-o", str(out))
     assert result.returncode == 5
     assert (out / "manifest.json").read_bytes() == before
     assert load_manifest(out)["artifacts"][0]["id"] == "mnn-fp32"

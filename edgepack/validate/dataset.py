@@ -44,6 +44,8 @@ def load_dataset(folder: str | Path, manifest: dict[str, Any]) -> list[Sample]:
     )
     shape = tuple(pre["input_shape"])
     samples = []
+    if model["task"] not in ("classify", "detect"):
+        raise SpecError(f"validate --dataset: not measurable for task {model['task']!r} (dataset metrics: mAP for detect, top-1 for classify)")
     if model["task"] == "classify":
         labels = model["labels"]
         for image_path in list_images(folder):
@@ -111,15 +113,25 @@ def _load_coco(json_path: Path, spec: ModelSpec, shape: tuple[int, ...], labels:
 
 
 def evaluate(runner, samples: list[Sample], manifest: dict[str, Any]) -> dict[str, float]:
+    """The dataset metric of one runner; the task's own output is picked by name."""
+    from edgepack.validate.reference import ordered_outputs
+    from edgepack.validate.tasks import TaskSpec, dataset_support
+
     model = manifest["model"]
-    outputs = [runner.run(s.tensor)[0] for s in samples]
-    if model["task"] == "classify":
+    task = TaskSpec.for_manifest(manifest)
+    not_measurable = dataset_support(task)
+    if not_measurable:
+        raise SpecError(not_measurable)
+    runner_names = getattr(runner, "output_names", None)
+    names = list(task.output_names) or None
+    outputs = [ordered_outputs(runner.run(s.tensor), names, runner_names)[task.main_index] for s in samples]
+    if task.task == "classify":
         correct = [int(np.argmax(o)) == int(s.classes[0]) for o, s in zip(outputs, samples)]
         return {"top1": round(float(np.mean(correct)), 4)}
     predictions = []
     for o, s in zip(outputs, samples):
-        dets = detection.decode(o, model["head"], EVAL_SCORE_THRESHOLD, manifest["postprocessing"]["iou_threshold"],
-                                max_det=EVAL_MAX_DET, num_classes=model["num_classes"])
+        dets = detection.decode(o, task.head, EVAL_SCORE_THRESHOLD, manifest["postprocessing"]["iou_threshold"],
+                                max_det=EVAL_MAX_DET, num_classes=model["num_classes"] or None)
         predictions.append((s.letterbox.to_original(dets.boxes), dets.scores, dets.classes))
     return coco_map(samples, predictions, model["num_classes"])
 

@@ -11,6 +11,8 @@ from edgepack import console
 from edgepack.formats import FORMATS
 from edgepack.formats.base import RuntimeUnavailable
 from edgepack.manifest import MANIFEST_NAME, artifact_files, load_manifest, verify_artifact_files, write_json_atomic
+from edgepack.errors import SpecError
+from edgepack.validate.tasks import dataset_support
 from edgepack.validate.validator import TaskSpec, compare, static_validation, task_outputs
 
 
@@ -26,8 +28,12 @@ def load_validation_set(out: Path, manifest: dict[str, Any]) -> tuple[np.ndarray
 def revalidate(out_dir: str | Path, threads: int = 2, latency_runs: int = 10, dataset: str | Path | None = None) -> dict[str, Any]:
     out = Path(out_dir)
     manifest = load_manifest(out)
+    task = TaskSpec.for_manifest(manifest)
     samples = None
     if dataset is not None:
+        not_measurable = dataset_support(task)
+        if not_measurable:
+            raise SpecError(not_measurable, "run `edgepack validate OUT` without --dataset")
         from edgepack.validate.dataset import evaluate, load_dataset
         from edgepack.validate.reference import OnnxRuntimeRunner
 
@@ -39,7 +45,6 @@ def revalidate(out_dir: str | Path, threads: int = 2, latency_runs: int = 10, da
             s["note"] = ", ".join(f"{k} {v:.4f}" for k, v in reference_metric.items())
         manifest["dataset"] = {"path": str(dataset), "images": len(samples), "reference": reference_metric}
     inputs, reference = load_validation_set(out, manifest)
-    task = TaskSpec.for_manifest(manifest)
     reference_task = task_outputs(task, reference)
     for entry in manifest["artifacts"]:
         if entry.get("conversion_failed"):

