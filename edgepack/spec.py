@@ -327,8 +327,10 @@ def check_spec(spec: BuildSpec) -> None:
     ):
         if value not in allowed:
             raise SpecError(f"model.{what} {value!r} is not valid (choose from: {', '.join(allowed)})")
-    if m.task is not None:  # None: decided by the model's metadata once it is loaded
+    if m.task is not None:
         task_head(m.task, m.head)
+    elif m.head not in (*HEADS, DEFAULT_HEAD):  # the task comes from the model's metadata once it is loaded
+        raise SpecError(f"model.head {m.head!r} is not valid (choose from: {', '.join(HEADS)})")
     try:
         m.map_threshold = float(m.map_threshold)
     except (TypeError, ValueError):

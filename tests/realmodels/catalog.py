@@ -59,13 +59,13 @@ MODELS = [
     RealModel(
         "rapidocr-det", RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
         "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9", "onnx",
-        ("--input-shape", "1,3,640,640", "--task", "segment", "--resize", "stretch", *IMAGENET),
+        ("--input-shape", "1,3,640,640", "--task", "segment", "--head", "map", "--resize", "stretch", *IMAGENET),
         "Paddle2ONNX: every dim symbolic, 342 Constant weights, text probability map", "Apache-2.0",
     ),
     RealModel(
         "rapidocr-rec", RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_rec_infer.onnx",
         "48fc40f24f6d2a207a2b1091d3437eb3cc3eb6b676dc3ef9c37384005483683b", "onnx",
-        ("--input-shape", "1,3,48,320", "--task", "tensor", "--resize", "stretch", *PADDLE_OCR),
+        ("--input-shape", "1,3,48,320", "--task", "sequence", "--resize", "stretch", *PADDLE_OCR),
         "Paddle2ONNX CTC recogniser: output shape only known by running it; SVTR attention", "Apache-2.0",
     ),
     RealModel(
@@ -104,7 +104,7 @@ MODELS = [
         "captcha-crnn", Wheel("captcha-whisperer", "0.1.0", "captcha_whisperer-0.1.0-py3-none-any.whl"),
         "captcha_whisperer/models/captcha_crnn.onnx",
         "7298347e85a4dfe3265b73874f1af42b17f0a8979688b48a44eaec4a50100c7b", "onnx",
-        ("--input-shape", "1,3,60,160", "--task", "tensor", "--resize", "stretch"),
+        ("--input-shape", "1,3,60,160", "--task", "sequence", "--resize", "stretch"),
         "time-major CTC output [T, N, C], unrolled LSTM, 169 Constant nodes", "MIT",
     ),
     RealModel(
