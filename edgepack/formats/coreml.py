@@ -318,12 +318,6 @@ class CoreMLRunner:
     def __init__(self, path: Path, entry: dict[str, Any], threads: int) -> None:
         from edgepack.coreml_eval import EvaluationError, UnsupportedOps, load_package
 
-        try:
-            self.package = load_package(path)
-        except UnsupportedOps as e:
-            raise RuntimeUnavailable(
-                f"the ML Program uses {', '.join(e.ops)}, which edgepack's Core ML evaluator cannot run: structure checked, numbers not"
-            ) from None
         self.threads = threads
         pre = entry["preprocessing"]
         _, c, self.height, self.width = entry["inputs"][0]["shape"]
@@ -331,9 +325,19 @@ class CoreMLRunner:
         self.std = np.asarray(pre["std"][:c], np.float32).reshape(1, c, 1, 1)
         self.shape = tuple(entry["outputs"][0]["shape"])
         self.task, self.head = entry["task"], entry.get("head")
+        self.keep: tuple[str, ...] = ()
+        self.broken: Exception | None = None
+        try:
+            self.package = load_package(path)
+        except UnsupportedOps as e:
+            raise RuntimeUnavailable(
+                f"the ML Program uses {', '.join(e.ops)}, which edgepack's Core ML evaluator cannot run: structure checked, numbers not"
+            ) from None
+        except Exception as e:  # an unreadable package (damaged weight file, ...): every run fails with it
+            self.broken = e
+            return
         program = self.package.network
         self.input_name = next(iter(program.inputs))
-        self.keep: tuple[str, ...] = ()
         if self.task == "classify":
             step = next((s for s in program.steps if s.type == "classify"), None)
             if step is None:
@@ -358,6 +362,8 @@ class CoreMLRunner:
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         from edgepack.coreml_eval import blas_threads
 
+        if self.broken is not None:
+            raise RuntimeError(f"coremltools cannot read the package: {self.broken}")
         with blas_threads(self.threads):
             out = self.package.network.run({self.input_name: self.pixels(x)}, keep=self.keep)
         if self.keep:
