@@ -17,6 +17,7 @@ import numpy as np
 from edgepack import __version__, console, outdir
 from edgepack.errors import OutputError, SourceError, SpecError
 from edgepack.formats import FORMATS, ConversionJob, TargetFormat
+from edgepack.formats.base import RuntimeUnavailable
 from edgepack.manifest import MANIFEST_NAME, SCHEMA, write_json_atomic
 from edgepack.preprocess import generated_images, list_images, load_image, preprocess, sample_images, seeded_subset
 from edgepack.sources import CanonicalModel, load_source
@@ -24,7 +25,7 @@ from edgepack.spec import BUILTIN_PREFIX, BuildSpec, read_labels
 from edgepack.tools import package_version, sha256_file
 from edgepack.validate import metrics, tasks
 from edgepack.validate.reference import OnnxRuntimeRunner, run_all
-from edgepack.validate.validator import TaskSpec, compare, static_validation, task_outputs
+from edgepack.validate.validator import TaskSpec, compare, static_validation, task_outputs, with_static_checks
 
 VALIDATION_SEED = 20261121  # generated validation scenes; calibration uses other seeds
 CALIBRATION_SEED = 7
@@ -265,14 +266,20 @@ class Build:
         fmt = FORMATS.get(planned.format)()
         with console.step("Validating", planned.id) as s:
             files = {r: staging / p for r, p in entry["files"].items()}
+            runner, why = None, None
             if fmt.info.numeric_validation:
-                runner = fmt.open_runner(files, entry, self.spec.validation.threads)
-                entry["validation"] = compare(
+                try:
+                    runner = fmt.open_runner(files, entry, self.spec.validation.threads)
+                except RuntimeUnavailable as e:  # e.g. a Core ML op the evaluator lacks
+                    why = str(e)
+            if runner is None:
+                entry["validation"] = static_validation(fmt, files, entry, labels, why)
+            else:
+                record = compare(
                     runner, inputs, reference, [o["name"] for o in entry["outputs"]], planned.precision, self.task,
                     reference_task, self.spec.validation.latency_runs, self.spec.validation.threads,
                 )
-            else:
-                entry["validation"] = static_validation(fmt, files, entry, labels)
+                entry["validation"] = with_static_checks(record, fmt, files, entry, labels)
             entry["status"] = entry["validation"]["status"]
             s["note"] = _status_note(entry)
         for suffix, text in fmt.sidecars(entry).items():
@@ -442,7 +449,7 @@ def _status_note(entry: dict[str, Any]) -> str:
     v = entry["validation"]
     if v["status"] == "failed":
         return f"FAILED: {'; '.join(v['reasons'])}"
-    if "static_checks" in v:
+    if "cosine" not in v:
         return f"{v['status']}: {len(v['static_checks'])} static checks passed"
     note = f"cos {v['cosine']:.6f}"
     if v.get("task_agreement") is not None:

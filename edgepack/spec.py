@@ -291,19 +291,24 @@ def _apply_overrides(spec: BuildSpec, o: Mapping[str, Any]) -> BuildSpec:
     if formats is not None:
         spec.targets = {f: list(spec.targets.get(f, [])) for f in formats}
     if precisions is not None:
-        spec.targets = _filter_precisions(list(spec.targets) or _default_format_names(), precisions)
+        spec.targets = _filter_precisions(list(spec.targets) or _default_format_names(), precisions, explicit=bool(spec.targets))
     return spec
 
 
-def _filter_precisions(format_names: list[str], precisions: list[str]) -> dict[str, list[str]]:
-    """`--precisions` applies to every chosen format that supports it ("int8" on Core ML means
-    int8 weights); a precision no chosen format supports is an error."""
+def _filter_precisions(format_names: list[str], precisions: list[str], explicit: bool = False) -> dict[str, list[str]]:
+    """`--precisions` applies to every chosen format that supports it; a precision no chosen format
+    supports is an error, and so is a format named in --formats that would build nothing because
+    it refuses what was asked (Core ML and int8)."""
     from edgepack.formats import FORMATS
 
     targets: dict[str, list[str]] = {}
     for name in format_names:
-        supported = FORMATS.get(name).info.precisions
-        chosen = [p for p in precisions if p in supported]
+        info = FORMATS.get(name).info
+        chosen = [p for p in precisions if p in info.precisions]
+        refused = [(p, why) for p, why in info.not_offered if p in precisions]
+        if explicit and refused and not chosen:
+            raise SpecError(f"{name} does not build precision {refused[0][0]!r}: {refused[0][1]}",
+                            f"choose from: {', '.join(info.precisions)}, or drop {name} from --formats")
         if chosen:
             targets[name] = chosen
     for p in precisions:

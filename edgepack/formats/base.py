@@ -40,6 +40,7 @@ class FormatInfo:
     calibrated: tuple[str, ...] = ()  # precisions that need calibration data
     default_enabled: bool = True
     numeric_validation: bool = True  # False when no host runtime can execute the format
+    not_offered: tuple[tuple[str, str], ...] = ()  # (precision, why this format does not build it)
 
 
 @dataclass

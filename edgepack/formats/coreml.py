@@ -9,8 +9,20 @@ the canonical ONNX graph through onnx2torch: coremltools 9 has no ONNX frontend)
   `coordinates`, with iouThreshold / confidenceThreshold as optional inputs (Vision returns
   VNRecognizedObjectObservation; Xcode's preview works).
 
-Core ML cannot execute on Linux: the artifact is checked statically (`static_checks`) and its
-numeric status is `unverified-on-this-host`, never `ok`.
+Core ML executes only on Apple's systems. On Linux the package is checked statically
+(`static_checks`) and by numbers: `edgepack.coreml_eval` evaluates the saved ML Program in numpy
+(the graph and the weights as stored in the package, fp16 rounding per op, compressed weights) and
+the runner returns the raw network output in the canonical layout, compared with ONNX Runtime like
+every other artifact. A program with an op the evaluator has no function for stays
+`unverified-on-this-host`, the op named in the reason.
+
+Precisions: fp32, fp16, and int8-weight (fp16 program, int8 linear weights: the
+constexpr_affine_dequantize op, iOS 16). Full int8 (weights and activations) is not offered:
+coremltools calibrates activations by running the model with Core ML itself (macOS only) and its
+activation quantization needs iOS 17, above edgepack's iOS 16 target.
+
+Speed: one `torch.export` per build and one conversion per compute precision; int8-weight
+quantizes the fp16 program of the same build (the model's per-build cache holds both).
 """
 
 from __future__ import annotations
@@ -28,11 +40,27 @@ from edgepack.native import captured_native_output, quiet_tensorflow
 from edgepack.sources.base import pytorch_module
 
 DEPLOYMENT_TARGET = "iOS16"
+NOT_OFFERED = {
+    "int8": "weights + activations: coremltools calibrates activations only through Core ML itself (macOS) "
+            "and needs iOS 17; coreml offers int8-weight",
+}
 COMPRESSION_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale", "constexpr_lut_to_dense")
 QUANTIZE_MIN_VALUES = 2048  # coremltools' default weight_threshold: larger tensors get compressed
 
 
-def _wrapped(module: Any, job: ConversionJob) -> tuple[Any, float, list[float]]:
+def _image_scale_bias(job: ConversionJob) -> tuple[float, list[float], bool]:
+    """The image input's scale and per-channel bias; False when the std differs per channel
+    (ImageType has one scale: the graph then normalizes itself)."""
+    m = job.spec.model
+    std = np.asarray(m.std, np.float64)
+    mean = np.asarray(m.mean, np.float64)
+    uniform = bool(np.allclose(std, std[0]))
+    scale = float(1.0 / std[0]) if uniform else 1.0
+    bias = [float(-mu / std[0]) for mu in mean] if uniform else [0.0, 0.0, 0.0]
+    return scale, bias, uniform
+
+
+def _wrapped(module: Any, job: ConversionJob) -> Any:
     """The network as Core ML sees it: pixels in (scale/bias applied by the image input, per-channel
     std folded here), detector outputs split and normalized for the NMS model."""
     import torch
@@ -40,9 +68,7 @@ def _wrapped(module: Any, job: ConversionJob) -> tuple[Any, float, list[float]]:
     m = job.spec.model
     std = np.asarray(m.std, np.float64)
     mean = np.asarray(m.mean, np.float64)
-    uniform = bool(np.allclose(std, std[0]))
-    scale = float(1.0 / std[0]) if uniform else 1.0
-    bias = [float(-mu / std[0]) for mu in mean] if uniform else [0.0, 0.0, 0.0]
+    uniform = _image_scale_bias(job)[2]
     _, c, h, w = job.model.input_shape
     task, head = m.task, m.head
     per_channel = None if uniform else (torch.tensor(mean[:c], dtype=torch.float32).view(1, c, 1, 1),
@@ -67,7 +93,63 @@ def _wrapped(module: Any, job: ConversionJob) -> tuple[Any, float, list[float]]:
             scale = boxes.new_tensor([1.0 / w, 1.0 / h, 1.0 / w, 1.0 / h])
             return scores, boxes * scale
 
-    return CoreMLView().eval(), scale, bias
+    return CoreMLView().eval()
+
+
+def _exported(job: ConversionJob) -> tuple[Any, Any]:
+    """torch.export of the Core ML view and its output on a zero image, once per build."""
+    shared = job.model.cache.setdefault("coreml", {})
+    if "export" not in shared:
+        import torch
+
+        view = _wrapped(pytorch_module(job.model), job)
+        _, c, h, w = job.model.input_shape
+        example = torch.zeros(1, c, h, w)
+        with torch.no_grad():
+            sample_out = view(example)
+            # torch.export: shape arithmetic becomes static (TorchScript tracing leaves aten::Int casts
+            # that coremltools 9 cannot convert)
+            with warnings.catch_warnings():  # torch 2.13's pytree deprecation notice, not actionable here
+                warnings.simplefilter("ignore", FutureWarning)
+                traced = torch.export.export(view, (example,)).run_decompositions({})
+        shared["export"] = (traced, sample_out)
+    return shared["export"]
+
+
+def _network(job: ConversionJob, labels: list[str], compute: str) -> Any:
+    """The converted ML Program (before the NMS pipeline and metadata) for compute precision
+    fp32 or fp16: converted once per build and saved in the converting job's folder; later jobs
+    of the same build (int8-weight after fp16) load that package instead of converting again."""
+    import coremltools as ct
+
+    shared = job.model.cache.setdefault("coreml", {})
+    saved = shared.setdefault("networks", {})
+    if compute in saved and Path(saved[compute]).is_dir():
+        with captured_native_output("coremltools", (1, 2)):
+            return ct.models.MLModel(saved[compute], skip_model_load=True)
+    traced, sample_out = _exported(job)
+    _, c, h, w = job.model.input_shape
+    scale, bias, _ = _image_scale_bias(job)
+    color = {"rgb": ct.colorlayout.RGB, "bgr": ct.colorlayout.BGR}[job.spec.model.color_order] if c == 3 else ct.colorlayout.GRAYSCALE
+    image = ct.ImageType(name="image", shape=(1, c, h, w), scale=scale, bias=bias if c == 3 else bias[:1], color_layout=color)
+    is_classifier = job.spec.model.task == "classify"
+    if not is_classifier and sample_out[0].shape[-1] != len(labels):
+        raise ConversionError(f"coreml: the detector has {sample_out[0].shape[-1]} classes but {len(labels)} labels", "pass the matching --labels file")
+    outputs = None if is_classifier else [ct.TensorType(name="raw_confidence"), ct.TensorType(name="raw_coordinates")]
+    with captured_native_output("coremltools", (1, 2)):
+        network = ct.convert(
+            traced,
+            inputs=[image],
+            outputs=outputs,
+            classifier_config=ct.ClassifierConfig(labels) if is_classifier else None,
+            convert_to="mlprogram",
+            compute_precision=ct.precision.FLOAT32 if compute == "fp32" else ct.precision.FLOAT16,
+            minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+        )
+        path = job.workdir / f"network-{compute}.mlpackage"
+        network.save(str(path))
+    saved[compute] = str(path)
+    return network
 
 
 def _nms_model(network_spec: Any, labels: list[str], num_boxes: int, iou: float, confidence: float) -> Any:
@@ -159,9 +241,9 @@ class CoreMLFormat(TargetFormat):
         title="Core ML",
         precisions=("fp16", "fp32", "int8-weight"),
         default_precisions=("fp16", "int8-weight"),
-        runtime="coremltools (static checks; Core ML runs only on Apple OSes)",
+        runtime="edgepack's numpy evaluator of the ML Program (coremltools' reader; not Apple's kernels)",
         platforms=("ios",),
-        numeric_validation=False,
+        not_offered=tuple(NOT_OFFERED.items()),
     )
 
     def check_environment(self) -> None:
@@ -174,49 +256,28 @@ class CoreMLFormat(TargetFormat):
 
     def convert(self, job: ConversionJob) -> ConvertedModel:
         import coremltools as ct
-        import torch
 
         labels = list(job.labels or [])
         if not labels:
             raise ConversionError("coreml: the model has no labels", "pass --labels FILE (one class name per line)")
-        view, scale, bias = _wrapped(pytorch_module(job.model), job)
-        _, c, h, w = job.model.input_shape
-        example = torch.zeros(1, c, h, w)
-        with torch.no_grad():
-            sample_out = view(example)
-            # torch.export: shape arithmetic becomes static (TorchScript tracing leaves aten::Int casts
-            # that coremltools 9 cannot convert)
-            with warnings.catch_warnings():  # torch 2.13's pytree deprecation notice, not actionable here
-                warnings.simplefilter("ignore", FutureWarning)
-                traced = torch.export.export(view, (example,)).run_decompositions({})
-        color = {"rgb": ct.colorlayout.RGB, "bgr": ct.colorlayout.BGR}[job.spec.model.color_order] if c == 3 else ct.colorlayout.GRAYSCALE
-        image = ct.ImageType(name="image", shape=(1, c, h, w), scale=scale, bias=bias if c == 3 else bias[:1], color_layout=color)
         is_classifier = job.spec.model.task == "classify"
-        if not is_classifier and sample_out[0].shape[-1] != len(labels):
-            raise ConversionError(f"coreml: the detector has {sample_out[0].shape[-1]} classes but {len(labels)} labels", "pass the matching --labels file")
-        outputs = None if is_classifier else [ct.TensorType(name="raw_confidence"), ct.TensorType(name="raw_coordinates")]
+        scale, bias, _ = _image_scale_bias(job)
+        c = job.model.input_shape[1]
         try:
-            with captured_native_output("coremltools", (1, 2)):
-                network = ct.convert(
-                    traced,
-                    inputs=[image],
-                    outputs=outputs,
-                    classifier_config=ct.ClassifierConfig(labels) if is_classifier else None,
-                    convert_to="mlprogram",
-                    compute_precision=ct.precision.FLOAT32 if job.precision == "fp32" else ct.precision.FLOAT16,
-                    minimum_deployment_target=getattr(ct.target, DEPLOYMENT_TARGET),
+            network = _network(job, labels, "fp32" if job.precision == "fp32" else "fp16")
+            if job.precision == "int8-weight":
+                config = ct.optimize.coreml.OptimizationConfig(
+                    global_config=ct.optimize.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8")
                 )
-                if job.precision == "int8-weight":
-                    config = ct.optimize.coreml.OptimizationConfig(
-                        global_config=ct.optimize.coreml.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8")
-                    )
+                with captured_native_output("coremltools", (1, 2)):
                     network = ct.optimize.coreml.linear_quantize_weights(network, config)
         except ConversionError:
             raise
         except Exception as e:
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise ConversionError(f"coreml: coremltools could not convert the model: {first}", "drop coreml from --formats") from e
-        mlmodel = network if is_classifier else _detector_pipeline(network, labels, int(sample_out[0].shape[0]), job)
+        num_boxes = 0 if is_classifier else int(network.get_spec().description.output[0].type.multiArrayType.shape[0])
+        mlmodel = network if is_classifier else _detector_pipeline(network, labels, num_boxes, job)
         _set_metadata(mlmodel, job, labels)
         out = job.workdir / "model.mlpackage"
         with captured_native_output("coremltools", (1, 2)):
@@ -234,13 +295,113 @@ class CoreMLFormat(TargetFormat):
         )
 
     def open_runner(self, files: dict[str, Path], entry: dict[str, Any], threads: int) -> HostRunner:
-        raise RuntimeUnavailable("Core ML executes only on macOS/iOS")
+        return CoreMLRunner(files["model"], entry, threads)
 
     def static_checks(self, files: dict[str, Path], entry: dict[str, Any], labels: list[str]) -> list[dict[str, Any]]:
         return static_checks(files["model"], entry, labels)
 
     def describe(self, files: dict[str, Path]) -> dict[str, Any]:
         return describe_package(files["model"])
+
+
+class CoreMLRunner:
+    """A Core ML package run by edgepack's numpy evaluator (`edgepack.coreml_eval`); `run` returns the
+    raw network output in the canonical layout of the ONNX reference, before any NMS:
+    classifiers: the classify op's probabilities input; yolov8-style detectors: [1, 4 + C, N]
+    rebuilt from raw_coordinates (normalized cx, cy, w, h, scaled back to input pixels) and
+    raw_confidence; yolov5 detectors: the program's variable that holds the network output before
+    the view splits it (objectness cannot be recovered from raw_confidence = obj * cls).
+    The evaluator's speed says nothing about a device, so no latency is recorded."""
+
+    records_latency = False
+
+    def __init__(self, path: Path, entry: dict[str, Any], threads: int) -> None:
+        from edgepack.coreml_eval import EvaluationError, UnsupportedOps, load_package
+
+        self.threads = threads
+        pre = entry["preprocessing"]
+        _, c, self.height, self.width = entry["inputs"][0]["shape"]
+        self.mean = np.asarray(pre["mean"][:c], np.float32).reshape(1, c, 1, 1)
+        self.std = np.asarray(pre["std"][:c], np.float32).reshape(1, c, 1, 1)
+        self.shape = tuple(entry["outputs"][0]["shape"])
+        self.task, self.head = entry["task"], entry.get("head")
+        self.keep: tuple[str, ...] = ()
+        self.broken: Exception | None = None
+        try:
+            self.package = load_package(path)
+        except UnsupportedOps as e:
+            raise RuntimeUnavailable(
+                f"the ML Program uses {', '.join(e.ops)}, which edgepack's Core ML evaluator cannot run: structure checked, numbers not"
+            ) from None
+        except Exception as e:  # an unreadable package (damaged weight file, ...): every run fails with it
+            self.broken = e
+            return
+        program = self.package.network
+        self.input_name = next(iter(program.inputs))
+        if self.task == "classify":
+            step = next((s for s in program.steps if s.type == "classify"), None)
+            if step is None:
+                raise RuntimeUnavailable("the classifier program has no classify op: structure checked, numbers not")
+            self.keep = (str(step.inputs["probabilities"]),)
+        elif self.head == "yolov5":
+            raw = _raw_output_variable(program, int(np.prod(self.shape)))
+            if raw is None:
+                raise RuntimeUnavailable("the network output before the Core ML view is not found in the program: numbers not checked")
+            self.keep = (raw,)
+        try:  # one trial run: an op parameter the evaluator does not cover is named here
+            self.run(np.zeros((1, c, self.height, self.width), np.float32))
+        except EvaluationError as e:
+            raise RuntimeUnavailable(f"edgepack's Core ML evaluator cannot run {e}: structure checked, numbers not") from None
+        except Exception:  # broken weights and the like: the validation run reports them
+            pass
+
+    def pixels(self, x: np.ndarray) -> np.ndarray:
+        """The 8-bit image Core ML receives for the canonical input x = (pixel - mean) / std."""
+        return np.clip(np.rint(np.asarray(x, np.float32) * self.std + self.mean), 0, 255)
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        from edgepack.coreml_eval import blas_threads
+
+        if self.broken is not None:
+            raise RuntimeError(f"coremltools cannot read the package: {self.broken}")
+        with blas_threads(self.threads):
+            out = self.package.network.run({self.input_name: self.pixels(x)}, keep=self.keep)
+        if self.keep:
+            return [np.asarray(out[self.keep[0]], np.float32).reshape(self.shape)]
+        confidence = np.asarray(out["raw_confidence"], np.float32)
+        boxes = np.asarray(out["raw_coordinates"], np.float32) * np.float32([self.width, self.height, self.width, self.height])
+        rows = np.concatenate([boxes, confidence], axis=1)  # N x (4 + C)
+        return [(rows if self.shape[-1] == rows.shape[1] else rows.T).reshape(self.shape)]
+
+    def final_outputs(self, x: np.ndarray, iou_threshold: float | None = None, confidence_threshold: float | None = None) -> dict[str, Any]:
+        """What the whole package returns (for a detector: after its NonMaximumSuppression model)."""
+        from edgepack.coreml_eval import blas_threads
+
+        with blas_threads(self.threads):
+            return self.package.run_pipeline({self.input_name: self.pixels(x)}, iou_threshold, confidence_threshold)
+
+
+def _raw_output_variable(program: Any, size: int) -> str | None:
+    """The last variable of `size` elements that both program outputs derive from: the network
+    output before the Core ML view splits it into confidences and coordinates."""
+    producers = {name: (i, step) for i, step in enumerate(program.steps) for name in step.outputs}
+
+    def ancestors(name: str) -> set[str]:
+        seen, todo = set(), [name]
+        while todo:
+            current = todo.pop()
+            if current in seen or current not in producers:
+                continue
+            seen.add(current)
+            for names in producers[current][1].inputs.values():
+                todo.extend(names if isinstance(names, tuple) else [names])
+        return seen
+
+    first, second = (ancestors(o) for o in program.outputs[:2])
+    shared = [n for n in first & second if n not in program.outputs]
+    shapes = {n: producers[n][1].out_shapes[producers[n][1].outputs.index(n)] for n in shared}
+    matching = [n for n in shared if shapes[n] is not None and int(np.prod(shapes[n])) == size]
+    return max(matching, key=lambda n: producers[n][0]) if matching else None
 
 
 def _program_ops(spec: Any) -> list[Any]:

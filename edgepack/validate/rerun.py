@@ -13,7 +13,7 @@ from edgepack.formats.base import RuntimeUnavailable
 from edgepack.manifest import MANIFEST_NAME, artifact_files, load_manifest, verify_artifact_files, write_json_atomic
 from edgepack.errors import SpecError
 from edgepack.validate.tasks import dataset_support
-from edgepack.validate.validator import TaskSpec, compare, static_validation, task_outputs
+from edgepack.validate.validator import TaskSpec, compare, static_validation, task_outputs, with_static_checks
 
 
 def load_validation_set(out: Path, manifest: dict[str, Any]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -58,21 +58,21 @@ def revalidate(out_dir: str | Path, threads: int = 2, latency_runs: int = 10, da
             console.warn(f"{entry['id']}: {'; '.join(changed)}")
             continue
         with console.step("Validating", entry["id"]) as s:
-            if not fmt.info.numeric_validation:
-                entry["validation"] = static_validation(fmt, files, entry, manifest["model"]["labels"])
+            runner, why = None, None
+            if fmt.info.numeric_validation:
+                try:
+                    runner = fmt.open_runner(files, entry, threads)
+                except RuntimeUnavailable as e:  # e.g. a Core ML op the evaluator lacks
+                    why = str(e)
+            if runner is None:
+                entry["validation"] = static_validation(fmt, files, entry, manifest["model"]["labels"], why)
                 entry["status"] = s["note"] = entry["validation"]["status"]
                 if samples is not None:
-                    entry["dataset_metric"] = {"not_measured": f"{fmt.info.title} cannot run on this host ({fmt.info.runtime})"}
-                continue
-            try:
-                runner = fmt.open_runner(files, entry, threads)
-            except RuntimeUnavailable as e:
-                s["note"] = f"not run on this host: {e}"
+                    entry["dataset_metric"] = {"not_measured": why or f"{fmt.info.title} cannot run on this host ({fmt.info.runtime})"}
                 continue
             names = [o["name"] for o in entry["outputs"]]
-            entry["validation"] = compare(
-                runner, inputs, reference, names, entry["precision"], task, reference_task, latency_runs, threads
-            )
+            record = compare(runner, inputs, reference, names, entry["precision"], task, reference_task, latency_runs, threads)
+            entry["validation"] = with_static_checks(record, fmt, files, entry, manifest["model"]["labels"])
             entry["status"] = entry["validation"]["status"]
             s["note"] = entry["status"]
             if samples is not None:

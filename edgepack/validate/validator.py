@@ -178,21 +178,35 @@ def compare(
         why = agreement.note or "no task metric"
         record["reasons"].append(f"int8 without a measurable task agreement ({why}): cosine alone cannot vouch for it")
     record["status"] = "degraded" if record["reasons"] else "ok"
-    record["latency"] = measure_latency(runner, inputs[0], latency_runs)
-    record["latency"]["threads"] = threads
+    if getattr(runner, "records_latency", True):  # False: a stand-in runtime (Core ML's evaluator), not the device's
+        record["latency"] = measure_latency(runner, inputs[0], latency_runs)
+        record["latency"]["threads"] = threads
     return record
 
 
 UNVERIFIED = "unverified-on-this-host"
 
 
-def static_validation(fmt: Any, files: dict[str, Any], entry: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+def static_validation(fmt: Any, files: dict[str, Any], entry: dict[str, Any], labels: list[str], why: str | None = None) -> dict[str, Any]:
     """The validation record of an artifact no host runtime can execute (`fmt` is its
-    TargetFormat): structural checks only, so the best status is `unverified-on-this-host`, never `ok`."""
+    TargetFormat; `why` says why not, e.g. an op the Core ML evaluator lacks): structural checks
+    only, so the best status is `unverified-on-this-host`, never `ok`."""
     checks = fmt.static_checks(files, entry, labels)
     failed = [f"{c['check']}: {c['detail']}" for c in checks if not c["ok"]]
     return {
         "status": "failed" if failed else UNVERIFIED,
-        "reasons": failed or [f"{fmt.info.runtime}: structure checked, numbers not"],
+        "reasons": failed or [why or f"{fmt.info.runtime}: structure checked, numbers not"],
         "static_checks": checks,
     }
+
+
+def with_static_checks(record: dict[str, Any], fmt: Any, files: dict[str, Any], entry: dict[str, Any], labels: list[str]) -> dict[str, Any]:
+    """A numeric validation record plus the format's structural checks (Core ML has some): a
+    failed check fails the artifact whatever its numbers."""
+    checks = fmt.static_checks(files, entry, labels)
+    if checks:
+        record["static_checks"] = checks
+        failed = [f"{c['check']}: {c['detail']}" for c in checks if not c["ok"]]
+        if failed:
+            record["status"], record["reasons"] = "failed", failed + record["reasons"]
+    return record

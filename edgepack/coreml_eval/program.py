@@ -1,0 +1,176 @@
+"""Load a saved ML Program with coremltools' own readers and evaluate it op by op.
+
+Reading: `coremltools.utils.load_spec` reads the .mlpackage (Manifest.json, the model.mlmodel
+protobuf in coremltools' proto classes); coremltools' MIL loader
+(`converters.mil.frontend.milproto.load`) turns the program into MIL operations and reads every
+weight from `weights/weight.bin` through its blob-file reader (`libmilstoragepython`). Nothing here
+parses the protobuf or the blob format itself.
+
+Evaluating: operations run in program order through the op table (`ops.OPS`); constants and the
+compile-time `constexpr_*` decompression ops run once at load, as Core ML does. Every output is
+cast to the dtype the program declares (fp16 values are stored as float16) and checked against
+the declared shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack.coreml_eval.ops import OPS, Args
+
+
+class UnsupportedOps(Exception):
+    """The program uses operations the evaluator has no function for."""
+
+    def __init__(self, ops: list[str]) -> None:
+        self.ops = ops
+        super().__init__(f"no evaluator for ML Program op(s): {', '.join(ops)}")
+
+
+class EvaluationError(Exception):
+    """An operation could not be evaluated (a parameter the op table does not cover, a shape
+    that differs from the one the program declares)."""
+
+    def __init__(self, op_type: str, name: str, detail: str) -> None:
+        self.op_type = op_type
+        super().__init__(f"{op_type} '{name}': {detail}")
+
+
+@dataclass
+class Step:
+    type: str
+    name: str
+    inputs: dict[str, str | tuple[str, ...]]  # input name -> variable name(s)
+    outputs: list[str]
+    out_dtypes: list[Any]
+    out_shapes: list[tuple[int, ...] | None]
+
+
+@dataclass
+class MLProgram:
+    """The `main` function of an ML Program, ready to run on numpy inputs."""
+
+    steps: list[Step]
+    constants: dict[str, Any]  # variable name -> value (consts and decompressed constexpr outputs)
+    inputs: dict[str, tuple[tuple[int, ...], Any]]  # input name -> (shape, dtype)
+    outputs: list[str]
+    op_types: list[str] = field(default_factory=list)  # every op type in the program, sorted
+
+    @classmethod
+    def from_spec(cls, model_spec: Any, weights_dir: Path) -> "MLProgram":
+        from edgepack.native import captured_native_output, quiet_tensorflow
+
+        quiet_tensorflow()
+        with captured_native_output("coremltools", (1, 2)):
+            from coremltools.converters.mil.frontend.milproto.load import load
+            from coremltools.converters.mil.mil import types
+
+            program = load(model_spec, model_spec.specificationVersion, str(weights_dir))
+        function = program.functions["main"]
+        operations = list(function.operations)
+        op_types = sorted({o.op_type for o in operations})
+        missing = [t for t in op_types if t not in OPS]
+        if missing:
+            raise UnsupportedOps(missing)
+        if any(o.blocks for o in operations):
+            raise UnsupportedOps(sorted({o.op_type for o in operations if o.blocks}))
+
+        def dtype_of(var: Any) -> Any:
+            try:
+                return np.dtype(types.nptype_from_builtin(var.dtype))
+            except Exception:  # strings, dicts, lists: no numpy dtype
+                return None
+
+        def shape_of(var: Any) -> tuple[int, ...] | None:
+            shape = getattr(var, "shape", None)
+            if shape is None or not all(isinstance(d, (int, np.integer)) for d in shape):
+                return None
+            return tuple(int(d) for d in shape)
+
+        constants: dict[str, Any] = {}
+        steps: list[Step] = []
+        for operation in operations:
+            outputs = list(operation.outputs)
+            if operation.op_type == "const":
+                constants[outputs[0].name] = _const_value(outputs[0].val)
+                continue
+            inputs: dict[str, str | tuple[str, ...]] = {}
+            for key, value in operation.inputs.items():
+                if isinstance(value, (list, tuple)):
+                    inputs[key] = tuple(v.name for v in value)
+                else:
+                    inputs[key] = value.name
+                    if value.op is None and value.name not in function.inputs:  # a literal default
+                        constants.setdefault(value.name, _const_value(value.val))
+            step = Step(operation.op_type, operation.name, inputs, [o.name for o in outputs],
+                        [dtype_of(o) for o in outputs], [shape_of(o) for o in outputs])
+            steps.append(step)
+        program_inputs = {name: (shape_of(var), dtype_of(var)) for name, var in function.inputs.items()}
+        evaluated = cls(steps, constants, program_inputs, [v.name for v in function.outputs], op_types)
+        evaluated._fold_compile_time_ops()
+        return evaluated
+
+    def _fold_compile_time_ops(self) -> None:
+        """constexpr_* ops depend on constants only: decompress them once."""
+        remaining = []
+        for step in self.steps:
+            if step.type.startswith("constexpr_"):
+                for name, value in zip(step.outputs, self._execute(step, self.constants)):
+                    self.constants[name] = value
+            else:
+                remaining.append(step)
+        self.steps = remaining
+
+    def _execute(self, step: Step, env: dict[str, Any]) -> list[Any]:
+        values = {
+            key: tuple(env[n] for n in names) if isinstance(names, tuple) else env[names]
+            for key, names in step.inputs.items()
+        }
+        try:
+            with np.errstate(all="ignore"):
+                result = OPS[step.type](Args(step.type, values, step.out_dtypes, step.out_shapes))
+        except Exception as e:
+            raise EvaluationError(step.type, step.name, str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+        results = list(result) if isinstance(result, tuple) else [result]
+        if len(results) != len(step.outputs):
+            raise EvaluationError(step.type, step.name, f"{len(results)} outputs, the program declares {len(step.outputs)}")
+        stored = []
+        for value, dtype, shape in zip(results, step.out_dtypes, step.out_shapes):
+            if dtype is not None and dtype != np.dtype(object):
+                value = np.asarray(value).astype(dtype, copy=False)
+                if shape is not None and value.shape != shape:
+                    raise EvaluationError(step.type, step.name, f"shape {list(value.shape)}, the program declares {list(shape)}")
+            stored.append(value)
+        return stored
+
+    def run(self, inputs: dict[str, np.ndarray], keep: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The program's outputs (and the variables named in `keep`) for one set of inputs."""
+        env: dict[str, Any] = dict(self.constants)
+        for name, (shape, dtype) in self.inputs.items():
+            value = np.asarray(inputs[name]).astype(dtype or np.float32, copy=False)
+            if shape is not None and value.shape != shape:
+                raise ValueError(f"input {name}: shape {list(value.shape)}, the program expects {list(shape)}")
+            env[name] = value
+        for step in self.steps:
+            for name, value in zip(step.outputs, self._execute(step, env)):
+                env[name] = value
+        return {name: env[name] for name in (*self.outputs, *keep)}
+
+    def producer(self, name: str) -> Step | None:
+        for step in self.steps:
+            if name in step.outputs:
+                return step
+        return None
+
+
+def _const_value(value: Any) -> Any:
+    """A const's value as numpy, or a Python list for MIL lists (the classify op's labels)."""
+    if hasattr(value, "ls"):  # coremltools' mil_list
+        return [_const_value(v) for v in value.ls]
+    if isinstance(value, (str, bytes)):
+        return value
+    return np.asarray(value)
