@@ -1,0 +1,74 @@
+"""Facts about the canonical ONNX graph that the int8 paths of the ONNX, OpenVINO and TensorRT
+formats share: which nodes form the float "tail" and which tensors carry float activations.
+
+The tail is every node after the last weight layer (Conv, Gemm, MatMul): for a YOLO-style
+detector, the decode (sigmoid, box arithmetic, the final Concat of boxes and scores). One int8
+scale cannot hold box coordinates (0..input size) and scores (0..1) of that Concat at once, so
+the int8 paths keep the tail in float (measured: docs-runtimes.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def consumers(graph: Any) -> dict[str, list[Any]]:
+    """Tensor name -> the nodes that read it."""
+    readers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            if name:
+                readers.setdefault(name, []).append(node)
+    return readers
+
+
+def float_tail_nodes(graph: Any) -> list[Any]:
+    """Nodes from which no weight layer can be reached (everything after the last Conv/Gemm/MatMul
+    on every path to an output), in graph order."""
+    readers = consumers(graph)
+    feeds_weights: dict[int, bool] = {}
+
+    def reaches(node: Any) -> bool:
+        key = id(node)
+        if key not in feeds_weights:
+            feeds_weights[key] = False  # the graph is acyclic; this only guards the recursion
+            feeds_weights[key] = any(
+                reader.op_type in WEIGHT_OPS or reaches(reader) for out in node.output for reader in readers.get(out, [])
+            )
+        return feeds_weights[key]
+
+    produced_by_weights = _downstream_of_weights(graph, readers)
+    return [n for n in graph.node if not reaches(n) and n.op_type not in WEIGHT_OPS and id(n) in produced_by_weights]
+
+
+def _downstream_of_weights(graph: Any, readers: dict[str, list[Any]]) -> set[int]:
+    """ids of the nodes that come after at least one weight layer (the tail, not constant side branches)."""
+    seen: set[int] = set()
+    stack = [n for n in graph.node if n.op_type in WEIGHT_OPS]
+    while stack:
+        node = stack.pop()
+        for out in node.output:
+            for reader in readers.get(out, []):
+                if id(reader) not in seen:
+                    seen.add(id(reader))
+                    stack.append(reader)
+    return seen
+
+
+def float_activations(model: Any) -> list[str]:
+    """Names of the float32 tensors the graph computes (its input and every float node output),
+    in graph order; shape and index tensors are left out."""
+    import onnx
+    from onnx import shape_inference
+
+    inferred = shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
+    initializers = {i.name for i in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in initializers]
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            continue
+        names += [o for o in node.output if o and types.get(o) == onnx.TensorProto.FLOAT]
+    return names
