@@ -13,7 +13,9 @@ from edgepack.manifest import MANIFEST_NAME, artifact_files, load_manifest
 from edgepack.report import COLUMNS, artifact_row
 
 # which format a bare file belongs to, and the role it plays
-SUFFIXES = {".param": ("ncnn", "param"), ".mnn": ("mnn", "model"), ".tflite": ("tflite", "model"), ".mlpackage": ("coreml", "model")}
+SUFFIXES = {".param": ("ncnn", "param"), ".mnn": ("mnn", "model"), ".tflite": ("tflite", "model"), ".mlpackage": ("coreml", "model"),
+            ".xml": ("openvino", "model"), ".onnx": ("onnx", "model"), ".pte": ("executorch", "model")}
+COMPANIONS = {"ncnn": {"bin": ".bin"}, "openvino": {"weights": ".bin"}, "onnx": {"ort": ".ort"}}  # files read with the main one
 
 
 def inspect_path(target: Path) -> None:
@@ -26,8 +28,9 @@ def inspect_path(target: Path) -> None:
         raise SpecError(f"{target} is not a known artifact ({', '.join(SUFFIXES)}) or an output folder with {MANIFEST_NAME}")
     fmt, role = fmt_role
     files = {role: target}
-    if fmt == "ncnn":
-        files["bin"] = target.with_suffix(".bin")
+    for companion, suffix in COMPANIONS.get(fmt, {}).items():
+        if target.with_suffix(suffix).is_file():
+            files[companion] = target.with_suffix(suffix)
     entry = _entry_for_file(target)
     console.info(f"{target}  ({FORMATS.get(fmt).info.title}, {target.stat().st_size / 1e6:.2f} MB)")
     if entry:

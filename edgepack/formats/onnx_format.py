@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,11 @@ def _set_metadata(model: Any, metadata: dict[str, str]) -> None:
 def to_fp16(model: Any) -> Any:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    return convert_float_to_float16(model, keep_io_types=True)
+    from edgepack.quantize.onnx_graph import sort_nodes
+
+    converted = convert_float_to_float16(model, keep_io_types=True)
+    sort_nodes(converted.graph)  # the converter appends the input casts after their readers
+    return converted
 
 
 class OnnxCalibrationReader:
@@ -126,6 +131,7 @@ def convert_to_ort(onnx_path: Path) -> tuple[Path, Path]:
     """`.ort` and its required-operators config next to the model (ONNX Runtime's own tool)."""
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
+    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)  # it logs every file at INFO
     with contextlib.redirect_stdout(io.StringIO()):  # the tool prints every step
         convert_onnx_models_to_ort(onnx_path, optimization_styles=[OptimizationStyle.Fixed], target_platform=ORT_TARGET_PLATFORM)
     ort_path = onnx_path.with_suffix(".ort")

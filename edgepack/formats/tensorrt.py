@@ -34,6 +34,7 @@ import numpy as np
 
 from edgepack.errors import ConversionError, SpecError
 from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, TargetFormat, fit_shape
+from edgepack.quantize.onnx_graph import sort_nodes
 
 # The header names the TensorRT version that wrote the cache (getInferLibVersion(): major*1000 +
 # minor*100 + patch before 10, major*10000 + minor*100 + patch from 10 on). TensorRT skips a cache
@@ -185,27 +186,10 @@ def simulated_int8(model: Any, scales: dict[str, float]) -> Any:
             trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
             node.input[1] = int8_weight(node.input[1], 0 if trans_b else 1)
     graph.initializer.extend(new_inits)
-    # DQ of weights and Q/DQ of activations must come before their readers: prepend, then sort
-    nodes = new_nodes + list(graph.node)
-    del graph.node[:]
-    graph.node.extend(_topological(nodes, {i.name for i in graph.input} | {i.name for i in graph.initializer}))
+    graph.node.extend(new_nodes)
+    sort_nodes(graph)  # Q/DQ before their readers
     onnx.checker.check_model(sim)
     return sim
-
-
-def _topological(nodes: list[Any], available: set[str]) -> list[Any]:
-    ordered, pending, ready = [], list(nodes), set(available)
-    while pending:
-        progressed = False
-        for node in list(pending):
-            if all(not i or i in ready for i in node.input):
-                ordered.append(node)
-                ready.update(node.output)
-                pending.remove(node)
-                progressed = True
-        if not progressed:
-            raise ConversionError(f"tensorrt: could not order the simulated graph at node {pending[0].name!r}")
-    return ordered
 
 
 def engine_file(name: str, precision: str) -> str:

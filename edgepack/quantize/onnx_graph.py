@@ -72,3 +72,26 @@ def float_activations(model: Any) -> list[str]:
             continue
         names += [o for o in node.output if o and types.get(o) == onnx.TensorProto.FLOAT]
     return names
+
+
+def sort_nodes(graph: Any) -> None:
+    """Put the nodes in topological order in place (ONNX requires it; tools that insert nodes,
+    such as onnxruntime's float16 converter, may append them out of order)."""
+    available = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    ordered, pending = [], list(graph.node)
+    while pending:
+        waiting = []
+        for node in pending:
+            if all(not name or name in available for name in node.input):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                waiting.append(node)
+        if len(waiting) == len(pending):
+            raise ValueError(f"the graph has a cycle or a missing input at node {waiting[0].name!r}")
+        pending = waiting
+    copies = [type(n)() for n in ordered]
+    for copy, node in zip(copies, ordered):
+        copy.CopyFrom(node)
+    del graph.node[:]
+    graph.node.extend(copies)
