@@ -60,6 +60,28 @@ def float_tail(graph: Any) -> set[Any]:
     return {n for n in graph.nodes if n in after_weights and not reaches[n] and not _is_weight_op(n) and n.op == "call_function"}
 
 
+def stem_and_heads(graph: Any, tail: set[Any]) -> set[Any]:
+    """The first weight op (it reads the image) and the weight ops feeding the tail or the output."""
+    weights = [n for n in graph.nodes if _is_weight_op(n)]
+    heads = {n for n in weights if any(u in tail or u.op == "output" for u in n.users)}
+    return ({weights[0]} | heads) if weights else set()
+
+
+class _TorchRunner:
+    """A (fake-quantized) torch module as a HostRunner: the agreement check before lowering."""
+
+    def __init__(self, module: Any, entry: dict[str, Any]) -> None:
+        self.module, self.output_shapes = module, [o["shape"] for o in entry["outputs"]]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        import torch
+
+        with torch.no_grad():
+            out = self.module(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
+        out = out if isinstance(out, (list, tuple)) else [out]
+        return [fit_shape(o.numpy(), shape) for o, shape in zip(out, self.output_shapes)]
+
+
 def _export(module: Any, example: Any) -> Any:
     import torch
 
@@ -76,27 +98,45 @@ def _lower(exported: Any) -> bytes:
     return program.buffer
 
 
-def quantized_export(module: Any, example: Any, calibration: np.ndarray, skip: list[str]) -> tuple[Any, dict[str, Any]]:
+def _pt2e(module: Any, example: Any, calibration: np.ndarray, kept: set[str]) -> Any:
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    graph_module = _export(module, example).module()
-    tail = float_tail(graph_module.graph)
-    kept = {n.name for n in tail} | set(skip)
     quantizer = XNNPACKQuantizer()
     quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
     quantizer.set_filter_function(lambda node: node.name not in kept)
     with quiet_export(), torch.no_grad():
-        prepared = prepare_pt2e(graph_module, quantizer)
+        prepared = prepare_pt2e(_export(module, example).module(), quantizer)
         for x in calibration:
             prepared(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
-        converted = convert_pt2e(prepared)
-    return _export(converted, example), {
-        "quantizer": "XNNPACKQuantizer (PT2E static, symmetric, per-channel weights)",
-        "calibration": {"images": int(len(calibration))},
-        "float_nodes": sorted(kept),
-    }
+        return convert_pt2e(prepared)
+
+
+def quantized_export(job: ConversionJob, module: Any, example: Any) -> tuple[Any, dict[str, Any]]:
+    """PT2E int8 with the float tail unannotated; when the task agreement of the quantized module
+    on calibration images misses the int8 floor, the stem and head convolutions stay float too."""
+    from edgepack.quantize.agreement import agreement_with_reference, artifact_entry
+    from edgepack.validate.validator import TASK_FLOOR
+
+    calibration = job.calibration()
+    graph = _export(module, example).module().graph
+    tail = float_tail(graph)
+    kept = {n.name for n in tail} | set(job.spec.calibration.int8_skip)
+    converted = _pt2e(module, example, calibration, kept)
+    check, entry = calibration[:16], artifact_entry(job, "int8")
+    agreement = agreement_with_reference(job, _TorchRunner(converted, entry), check)
+    details: dict[str, Any] = {"quantizer": "XNNPACKQuantizer (PT2E static, symmetric, per-channel weights)",
+                               "calibration": {"images": int(len(calibration))}}
+    if job.spec.calibration.auto_mixed and agreement < TASK_FLOOR["int8"]:
+        before = agreement
+        kept |= {n.name for n in stem_and_heads(graph, tail)}
+        converted = _pt2e(module, example, calibration, kept)
+        agreement = agreement_with_reference(job, _TorchRunner(converted, entry), check)
+        details["mixed_precision"] = {"reason": f"task agreement {before:.3f} < {TASK_FLOOR['int8']}", "before": round(before, 4)}
+    details["calibration"]["task_agreement_on_calibration"] = round(agreement, 4)
+    details["float_nodes"] = sorted(kept)
+    return _export(converted, example), details
 
 
 def load_method(path: Path) -> Any:
@@ -156,7 +196,7 @@ class ExecuTorchFormat(TargetFormat):
         }
         try:
             if job.precision == "int8":
-                exported, quant = quantized_export(module, example, job.calibration(), list(job.spec.calibration.int8_skip))
+                exported, quant = quantized_export(job, module, example)
                 details.update(quant)
             else:
                 exported = _export(module, example)

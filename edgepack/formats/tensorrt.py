@@ -180,12 +180,19 @@ def simulated_int8(model: Any, scales: dict[str, float]) -> Any:
         for i, inp in enumerate(node.input):
             if inp in replacement:
                 node.input[i] = replacement[inp]
+        int8_layer = node.output[0] in scales  # TensorRT runs a layer in int8 only when its output has a range
+        if not int8_layer:
+            continue
         if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1 and node.input[1] in initializers:
             node.input[1] = int8_weight(node.input[1], 1 if node.op_type == "ConvTranspose" else 0)
         elif node.op_type == "Gemm" and len(node.input) > 1 and node.input[1] in initializers:
             trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
             node.input[1] = int8_weight(node.input[1], 0 if trans_b else 1)
     graph.initializer.extend(new_inits)
+    used = {name for node in graph.node for name in node.input} | {name for node in new_nodes for name in node.input}
+    kept = [i for i in graph.initializer if i.name in used]  # the float weights the int8 ones replace go
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
     graph.node.extend(new_nodes)
     sort_nodes(graph)  # Q/DQ before their readers
     onnx.checker.check_model(sim)
@@ -196,15 +203,14 @@ def engine_file(name: str, precision: str) -> str:
     return f"{name}-{precision}.engine"
 
 
-def build_script(name: str, precision: str, input_name: str, input_shape: tuple[int, ...]) -> str:
+def build_script(name: str, precision: str) -> str:
     """trtexec command lines for the device. The file names are the ones edgepack gives the
     artifact's files in OUT/tensorrt/ (<name>-<precision><suffix>)."""
     from edgepack import __version__
 
     stem = f"{name}-{precision}"
-    shape = "x".join(str(d) for d in input_shape)
     q = shlex.quote
-    common = f'--shapes={q(input_name + ":" + shape)} --saveEngine="$ENGINE"'
+    common = '--saveEngine="$ENGINE"'  # no --shapes: trtexec refuses them for a static-shape ONNX
     lines = [
         "#!/usr/bin/env bash",
         f"# Builds the TensorRT engine {engine_file(name, precision)} on this device (NVIDIA Jetson with",
@@ -242,21 +248,12 @@ def build_script(name: str, precision: str, input_name: str, input_shape: tuple[
     return "\n".join(lines) + "\n"
 
 
-class SimulationRunner:
-    """ONNX Runtime on the simulated graph (int8: Q/DQ at the cache's scales; fp16: fp16 graph)."""
+class SimulatedModel:
+    """ONNX Runtime over a simulated graph."""
 
-    def __init__(self, files: dict[str, Path], entry: dict[str, Any], threads: int) -> None:
-        import onnx
+    def __init__(self, model: Any, entry: dict[str, Any], threads: int = 2) -> None:
         import onnxruntime as ort
 
-        model = onnx.load(str(files["model"]))
-        if entry["precision"] == "int8":
-            _, scales = read_cache(files["calibration_cache"].read_text())
-            model = simulated_int8(model, scales)
-        else:
-            from edgepack.formats.onnx_format import to_fp16
-
-            model = to_fp16(model)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -268,6 +265,21 @@ class SimulationRunner:
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(x, np.float32)})
         return [fit_shape(np.asarray(o, np.float32), shape) for o, shape in zip(outputs, self.output_shapes)]
+
+
+def simulation_runner(files: dict[str, Path], entry: dict[str, Any], threads: int) -> SimulatedModel:
+    """The artifact as this host can check it: int8 = Q/DQ at the cache's scales (read from the
+    file), fp16 = the graph converted to fp16."""
+    import onnx
+
+    model = onnx.load(str(files["model"]))
+    if entry["precision"] == "int8":
+        model = simulated_int8(model, read_cache(files["calibration_cache"].read_text())[1])
+    else:
+        from edgepack.formats.onnx_format import to_fp16
+
+        model = to_fp16(model)
+    return SimulatedModel(model, entry, threads)
 
 
 @FORMATS.register("tensorrt")
@@ -301,21 +313,15 @@ class TensorRtFormat(TargetFormat):
             },
         }
         if job.precision == "int8":
-            calibration = job.calibration()
-            scales = activation_scales(job.model.onnx_path, calibration, job.spec.calibration.method)
-            for name in job.spec.calibration.int8_skip:  # --int8-skip: tensors TensorRT keeps in float
-                scales.pop(name, None)
+            scales, quant = self._int8_scales(job)
             cache = stem.with_suffix(".calibration.cache")
             cache.write_text(cache_text(scales))
             qdq = stem.with_suffix(".qdq.onnx")
             onnx.save(simulated_int8(onnx.load(str(onnx_path)), read_cache(cache.read_text())[1]), str(qdq))
             files.update(calibration_cache=cache, qdq_model=qdq)
-            details["calibration"] = {
-                "format": f"TensorRT EntropyCalibration2 cache (header TRT-{DEFAULT_TRT_VERSION}; build_engine.sh rewrites it for the device's TensorRT)",
-                "method": job.spec.calibration.method, "images": int(len(calibration)), "tensors": len(scales),
-            }
+            details.update(quant)
         script = stem.with_suffix(".build_engine.sh")
-        script.write_text(build_script(job.model_name, job.precision, job.model.input_name, job.model.input_shape))
+        script.write_text(build_script(job.model_name, job.precision))
         script.chmod(0o755)
         files["build_script"] = script
         return ConvertedModel(
@@ -327,8 +333,42 @@ class TensorRtFormat(TargetFormat):
                       "the numbers here come from a simulation in ONNX Runtime"],
         )
 
+    def _int8_scales(self, job: ConversionJob) -> tuple[dict[str, float], dict[str, Any]]:
+        """Scales of every tensor TensorRT may run in int8; when the simulated task agreement on
+        calibration images misses the int8 floor, the stem and head convolutions lose their
+        entries (TensorRT then runs them in fp16) and the input stays unquantized."""
+        import onnx
+
+        from edgepack.quantize.agreement import agreement_with_reference, artifact_entry
+        from edgepack.quantize.onnx_graph import stem_and_head_nodes
+        from edgepack.validate.validator import TASK_FLOOR
+
+        calibration = job.calibration()
+        scales = activation_scales(job.model.onnx_path, calibration, job.spec.calibration.method)
+        for name in job.spec.calibration.int8_skip:  # --int8-skip: tensors TensorRT keeps in float
+            scales.pop(name, None)
+        model = onnx.load(str(job.model.onnx_path))
+        entry = artifact_entry(job, "int8")
+        check = calibration[:16]
+        agreement = agreement_with_reference(job, SimulatedModel(simulated_int8(model, scales), entry), check)
+        quant: dict[str, Any] = {"calibration": {
+            "format": f"TensorRT EntropyCalibration2 cache (header TRT-{DEFAULT_TRT_VERSION}; build_engine.sh rewrites it for the device's TensorRT)",
+            "method": job.spec.calibration.method, "images": int(len(calibration)),
+        }}
+        if job.spec.calibration.auto_mixed and agreement < TASK_FLOOR["int8"]:
+            before = agreement
+            float_layers = stem_and_head_nodes(model.graph)
+            dropped = {out for node in float_layers for out in node.output} | {model.graph.input[0].name}
+            scales = {k: v for k, v in scales.items() if k not in dropped}
+            agreement = agreement_with_reference(job, SimulatedModel(simulated_int8(model, scales), entry), check)
+            quant["mixed_precision"] = {"reason": f"task agreement {before:.3f} < {TASK_FLOOR['int8']}", "before": round(before, 4),
+                                        "fp16_layers": [n.name for n in float_layers]}
+        quant["calibration"]["tensors"] = len(scales)
+        quant["calibration"]["task_agreement_on_calibration"] = round(agreement, 4)
+        return scales, quant
+
     def open_runner(self, files: dict[str, Path], entry: dict[str, Any], threads: int) -> HostRunner:
-        return SimulationRunner(files, entry, threads)
+        return simulation_runner(files, entry, threads)
 
     def describe(self, files: dict[str, Path]) -> dict[str, Any]:
         from edgepack.formats.onnx_format import describe_onnx

@@ -57,6 +57,19 @@ def _downstream_of_weights(graph: Any, readers: dict[str, list[Any]]) -> set[int
     return seen
 
 
+def stem_and_head_nodes(graph: Any) -> list[Any]:
+    """The first weight layer (it reads the raw image) and the last ones (their outputs feed the
+    float tail or a graph output directly): the layers int8 hurts most, kept in float by the
+    automatic mixed precision of the int8 paths (as the TFLite and MNN formats do)."""
+    weights = [n for n in graph.node if n.op_type in WEIGHT_OPS]
+    if not weights:
+        return []
+    tail = float_tail_nodes(graph)
+    tail_inputs = {name for node in tail for name in node.input} | {o.name for o in graph.output}
+    heads = [n for n in weights if any(out in tail_inputs for out in n.output)]
+    return [weights[0], *[n for n in heads if n is not weights[0]]]
+
+
 def float_activations(model: Any) -> list[str]:
     """Names of the float32 tensors the graph computes (its input and every float node output),
     in graph order; shape and index tensors are left out."""

@@ -34,16 +34,18 @@ def test_onnx_and_ort_files_run_in_onnxruntime(onnx_out):
     inputs, _ = validation_set(out, arts["onnx-fp32"])
     for precision, floor in (("fp32", 0.9999), ("fp16", 0.999), ("int8", 0.98)):
         entry = arts[f"onnx-{precision}"]
-        assert {"model", "ort", "ort_config"} <= set(entry["files"])
-        assert entry["files"]["ort"].endswith(f"-{precision}.ort")
-        assert entry["files"]["ort_config"].endswith(f"-{precision}.required_operators.config")
         from_onnx = _run(out / entry["files"]["model"], inputs)
-        from_ort = _run(out / entry["files"]["ort"], inputs)
         cosine, f1 = recomputed(out, from_onnx)
         assert cosine >= floor, (precision, cosine)
         assert abs(entry["validation"]["cosine"] - cosine) < 1e-6 and abs(entry["validation"]["task_agreement"] - f1) < 1e-9
-        assert recomputed(out, from_ort)[0] >= floor
         assert_status_matches_numbers(entry)
+        if precision == "fp16":  # an .ort converted on x86 would compute in fp32 (no fp16 Conv kernel here)
+            assert set(entry["files"]) == {"model"} and "not written for fp16" in entry["onnx"]["ort"]
+            continue
+        assert set(entry["files"]) == {"model", "ort", "ort_config"}
+        assert entry["files"]["ort"].endswith(f"-{precision}.ort")
+        assert entry["files"]["ort_config"].endswith(f"-{precision}.required_operators.config")
+        assert recomputed(out, _run(out / entry["files"]["ort"], inputs))[0] >= floor
     assert arts["onnx-fp32"]["status"] == "ok" and arts["onnx-fp16"]["status"] == "ok"
 
 
