@@ -13,7 +13,9 @@ from edgepack.manifest import MANIFEST_NAME, artifact_files, load_manifest
 from edgepack.report import COLUMNS, artifact_row
 
 # which format a bare file belongs to, and the role it plays
-SUFFIXES = {".param": ("ncnn", "param"), ".mnn": ("mnn", "model"), ".tflite": ("tflite", "model"), ".mlpackage": ("coreml", "model")}
+SUFFIXES = {".param": ("ncnn", "param"), ".mnn": ("mnn", "model"), ".tflite": ("tflite", "model"), ".mlpackage": ("coreml", "model"),
+            ".xml": ("openvino", "model"), ".onnx": ("onnx", "model"), ".pte": ("executorch", "model")}
+COMPANIONS = {"ncnn": {"bin": ".bin"}, "openvino": {"weights": ".bin"}, "onnx": {"ort": ".ort"}}  # files read with the main one
 
 
 def path_size(path: Path) -> int:
@@ -40,6 +42,9 @@ def artifact_report(target: Path) -> dict[str, Any]:
             raise SpecError(f"{missing[0]} is missing: an ncnn model needs both its .param and .bin", "keep the two files together")
     else:
         files = {role: target}
+        for companion, suffix in COMPANIONS.get(fmt, {}).items():  # e.g. OpenVINO's .xml + .bin
+            if target.with_suffix(suffix).is_file():
+                files[companion] = target.with_suffix(suffix)
     entry = _entry_for_file(target)
     return {
         "path": str(target),

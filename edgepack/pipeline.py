@@ -30,7 +30,8 @@ from edgepack.validate.validator import TaskSpec, compare, static_validation, ta
 VALIDATION_SEED = 20261121  # generated validation scenes; calibration uses other seeds
 CALIBRATION_SEED = 7
 TOOL_PACKAGES = ("torch", "onnx", "onnxruntime", "onnxsim", "pnnx", "ncnn", "mnn", "numpy", "tensorflow-cpu", "keras",
-                 "ai-edge-litert", "ai-edge-quantizer", "litert-torch", "flatbuffers", "onnx2torch", "coremltools")
+                 "ai-edge-litert", "ai-edge-quantizer", "litert-torch", "flatbuffers", "onnx2torch", "coremltools",
+                 "openvino", "nncf", "executorch")
 
 
 @dataclass(frozen=True)

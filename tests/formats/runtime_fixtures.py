@@ -1,0 +1,62 @@
+"""Shared by the tests of the formats of issue 18 (openvino, onnx, executorch, tensorrt): one CLI
+conversion per test module of the tiny ONNX detector (128x128, 3 classes) with int8 calibrated on
+generated scenes, and the recomputation of an artifact's numbers outside edgepack's validator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from conftest import load_manifest, run_cli
+from edgepack.validate import metrics
+from edgepack.validate.validator import TaskSpec, task_agreement, task_outputs
+
+
+def write_calibration_images(folder: Path) -> Path:
+    from edgepack.datasets.shapes import write_detection_set
+
+    return write_detection_set(folder, 40, seed=5, size=(160, 200)) / "images"
+
+
+def convert(out: Path, onnx_detector: Path, labels: Path, calib: Path, fmt: str, precisions: str, env: dict | None = None) -> dict:
+    args = ["convert", str(onnx_detector), "--labels", str(labels), "--formats", fmt, "--precisions", precisions,
+            "--calib", str(calib), "--calib-count", "32", "-o", str(out)]
+    if env is None:
+        result = run_cli(*args)
+    else:
+        import subprocess
+        import sys
+
+        result = subprocess.run([sys.executable, "-m", "edgepack", *args], capture_output=True, text=True, env=env, timeout=1500)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return {e["id"]: e for e in load_manifest(out)["artifacts"]}
+
+
+def validation_set(out: Path, entry: dict) -> tuple[np.ndarray, np.ndarray]:
+    inputs = np.load(out / "validation" / "inputs.npz")["inputs"]
+    with np.load(out / "validation" / "reference.npz") as ref:
+        reference = ref[entry["outputs"][0]["name"]]
+    return inputs, reference
+
+
+def recomputed(out: Path, outputs: np.ndarray) -> tuple[float, float]:
+    """Worst-image-set cosine and box F1 of `outputs` (N x output shape) against the reference,
+    computed here from the saved validation set, not taken from the manifest."""
+    manifest = load_manifest(out)
+    _, reference = validation_set(out, manifest["artifacts"][0])
+    task = TaskSpec.for_manifest(manifest)
+    reference_task = task_outputs(task, [reference])
+    f1 = task_agreement(task, reference_task, task_outputs(task, [outputs]))[1]
+    return metrics.cosine(outputs, reference), f1
+
+
+def assert_status_matches_numbers(entry: dict) -> None:
+    v = entry["validation"]
+    floors = v["thresholds"]
+    assert (v["status"] == "ok") == (v["cosine"] >= floors["cosine"] and v["task_agreement"] >= floors["task_agreement"]), v
+
+
+def manifest_json(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())

@@ -1,0 +1,51 @@
+"""ExecuTorch .pte fp32/int8 with the XNNPACK delegate: programs loaded and run again with
+ExecuTorch's own runtime, numbers recomputed, delegation and quantization read back."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime_fixtures import assert_status_matches_numbers, convert, recomputed, validation_set, write_calibration_images
+
+
+@pytest.fixture(scope="module")
+def et_out(tmp_path_factory, onnx_detector, detector_labels):
+    root = tmp_path_factory.mktemp("executorch")
+    arts = convert(root / "out", onnx_detector, detector_labels, write_calibration_images(root / "calib"), "executorch", "fp32,int8")
+    return root / "out", arts
+
+
+def _run_pte(path, inputs):
+    import torch
+    from executorch.runtime import Runtime
+
+    method = Runtime.get().load_program(path).load_method("forward")
+    return np.stack([method.execute([torch.from_numpy(x)])[0].numpy() for x in inputs])
+
+
+def test_pte_runs_in_executorch_runtime(et_out):
+    out, arts = et_out
+    assert set(arts) == {"executorch-fp32", "executorch-int8"}
+    inputs, _ = validation_set(out, arts["executorch-fp32"])
+    fp32 = arts["executorch-fp32"]
+    cosine, f1 = recomputed(out, _run_pte(out / fp32["files"]["model"], inputs))
+    assert cosine >= 0.9999 and f1 >= 0.99 and fp32["status"] == "ok"
+    assert fp32["executorch"]["converter"].endswith("(via onnx2torch)")
+    int8 = arts["executorch-int8"]
+    cosine, f1 = recomputed(out, _run_pte(out / int8["files"]["model"], inputs))
+    assert abs(int8["validation"]["cosine"] - cosine) < 1e-5 and abs(int8["validation"]["task_agreement"] - f1) < 1e-9
+    assert cosine >= 0.98, cosine
+    assert_status_matches_numbers(int8)
+
+
+def test_delegated_to_xnnpack_and_really_quantized(et_out):
+    from edgepack.formats.executorch import ExecuTorchFormat
+
+    out, arts = et_out
+    facts = {p: ExecuTorchFormat().describe({"model": out / arts[f"executorch-{p}"]["files"]["model"]}) for p in ("fp32", "int8")}
+    for f in facts.values():
+        assert f["methods"] == ["forward"] and f["delegates"].get("XnnpackBackend", 0) >= 1
+        assert f["inputs"] == [{"shape": [1, 3, 128, 128], "dtype": "float32"}]
+    assert arts["executorch-int8"]["size_bytes"] < 0.45 * arts["executorch-fp32"]["size_bytes"]
+    assert arts["executorch-int8"]["executorch"]["float_nodes"], "the decode tail stays float"
