@@ -60,3 +60,14 @@ def test_arm64_runner_that_differs_fails(make_device, device_test, arm64_runner,
     assert result.returncode == 6, result.stdout + result.stderr
     case = load_report(report_dir)["cases"][0]
     assert case["status"] == "failed" and case["message"], case
+
+
+def test_libraries_the_runner_links_are_pushed_beside_it(tmp_path):
+    """An NDK-built runner with MNN links libMNN.so (and libc++_shared.so) from its folder."""
+    from edgepack.devices.device_test import runner_libraries
+
+    runner = tmp_path / "edgepack-runner"
+    runner.write_bytes(b"\x7fELF....\0libMNN.so\0libMNN_CL.so\0libc++_shared.so\0libm.so\0")
+    for name in ("libMNN.so", "libMNN_CL.so", "libc++_shared.so", "libunrelated.so"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in runner_libraries(runner)] == ["libMNN.so", "libMNN_CL.so", "libc++_shared.so"]

@@ -54,6 +54,27 @@ NCNN_COMMON_OPTIONS = [
     "-DNCNN_PIXEL_ROTATE=OFF", "-DNCNN_PIXEL_AFFINE=OFF", "-DNCNN_PIXEL_DRAWING=OFF",
 ]
 
+# The layers a converted CNN classifier/detector uses (what pnnx emits for convolutions,
+# activations, pooling, resize, concat/split/slice, linear layers, normalisation, int8), plus the
+# ones ncnn creates internally (Packing, Cast, Padding, Crop, Flatten, (De/Re)quantize). The
+# others (RNNs, attention, 1-D/3-D convolutions, detection-output heads...) are left out: the
+# library builds in about half the time. A model that needs one fails to load, with the layer named.
+NCNN_LAYERS = frozenset("""
+    AbsVal BatchNorm Bias BinaryOp Cast Clip Concat Convolution ConvolutionDepthWise Crop Deconvolution
+    DeconvolutionDepthWise Dequantize Dropout Eltwise ELU Exp ExpandDims Flatten GELU Gemm HardSigmoid HardSwish
+    InnerProduct Input Interp LayerNorm MemoryData Mish Noop Packing Padding Permute PixelShuffle Pooling Power PReLU
+    Quantize Reduction ReLU Requantize Reshape Scale ShuffleChannel Sigmoid Slice Softmax Softplus Split Squeeze Swish
+    TanH UnaryOp
+""".split())
+
+
+def layer_options(source: Path) -> list[str]:
+    """-DWITH_LAYER_<name>=OFF for every layer of this ncnn source outside NCNN_LAYERS."""
+    import re
+
+    text = (source / "src" / "CMakeLists.txt").read_text()
+    return [f"-DWITH_LAYER_{name.lower()}=OFF" for name in re.findall(r"ncnn_add_layer\((\w+)", text) if name not in NCNN_LAYERS]
+
 
 class NativeBuildError(RuntimeError):
     """A build step failed; the message ends with the tail of its log."""
@@ -212,6 +233,8 @@ def ncnn_prefix(arch: str = "x86_64", cache: Path | None = None) -> Path:
     with _locked(root / f".{prefix.name}.lock"):
         if stamp.is_file():  # another process built it while we waited
             return prefix
+        for stale in root.glob(f"build-{prefix.name}-*"):  # left by a build that was killed
+            shutil.rmtree(stale, ignore_errors=True)
         sdist = ncnn_sdist(root)
         started = time.perf_counter()
         work = Path(tempfile.mkdtemp(prefix=f"build-{prefix.name}-", dir=root))
@@ -222,14 +245,16 @@ def ncnn_prefix(arch: str = "x86_64", cache: Path | None = None) -> Path:
             build, staging = work / "build", work / "install"
             build.mkdir()
             log = work / "build.log"
-            _run([cmake, "-S", str(source), "-B", str(build), *NCNN_COMMON_OPTIONS, *t.options, *_cmake_args(t, work),
+            _run([cmake, "-S", str(source), "-B", str(build), *NCNN_COMMON_OPTIONS, *t.options, *layer_options(source),
+                  *_cmake_args(t, work),
                   f"-DCMAKE_INSTALL_PREFIX={staging}", "-DCMAKE_INSTALL_LIBDIR=lib"], work, log, f"configuring ncnn for {t.arch}")
             _run([cmake, "--build", str(build), "-j", str(os.cpu_count() or 2)], work, log, f"building ncnn for {t.arch}")
             _run([cmake, "--install", str(build)], work, log, f"installing ncnn for {t.arch}")
             seconds = round(time.perf_counter() - started, 1)
             (staging / "edgepack-build.json").write_text(json.dumps({
                 "ncnn": NCNN_VERSION, "arch": t.arch, "variant": t.variant, "seconds": seconds, "cores": os.cpu_count(),
-                "options": NCNN_COMMON_OPTIONS + list(t.options), "sdist_sha256": NCNN_SDIST_SHA256,
+                "options": NCNN_COMMON_OPTIONS + list(t.options), "layers": sorted(NCNN_LAYERS),
+                "sdist_sha256": NCNN_SDIST_SHA256,
             }, indent=1))
             if prefix.exists():
                 shutil.rmtree(prefix)

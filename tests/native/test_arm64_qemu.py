@@ -8,7 +8,7 @@ import subprocess
 
 from edgepack.devices.runner import runner_abi
 from edgepack.validate import metrics
-from tests.native.conftest import artifact, reference, run_runner
+from native.conftest import artifact, reference, run_runner
 
 
 def test_runner_is_a_static_arm64_binary(arm64_runner):

@@ -13,7 +13,7 @@ import pytest
 
 from edgepack.devices import native_build
 from edgepack.validate import detection, metrics
-from tests.native.conftest import HERE, artifact, compile_with_ncnn, cpp_dir, reference, run_cli, run_runner
+from native.conftest import HERE, artifact, compile_with_ncnn, cpp_dir, reference, run_cli, run_runner
 
 
 @pytest.mark.parametrize("precision,cosine_floor", [("fp32", 0.999999), ("fp16", 0.9999)])
@@ -79,7 +79,7 @@ def odd_classifier(tmp_path_factory) -> Path:
     import torch
 
     import edgepack
-    from tests.models import tiny_classifier
+    from models import tiny_classifier
 
     out = tmp_path_factory.mktemp("odd") / "out"
     edgepack.convert(tiny_classifier(), torch.rand(1, 3, 225, 225), task="classify", formats="ncnn",

@@ -14,13 +14,16 @@ from pathlib import Path
 import pytest
 
 from edgepack.devices import native_build
-from tests.native.conftest import HERE, cpp_dir
+from native.conftest import HERE, cpp_dir
 
 
 def configure(source: Path, build: Path, *args: str) -> subprocess.CompletedProcess:
+    """CMake configure; stdout/stderr with whitespace folded (CMake wraps warning text)."""
     cmake = native_build.require("cmake", "cmake")
-    return subprocess.run([cmake, "-S", str(source), "-B", str(build), "-DEDGEPACK_BUILD_RUNNER=ON", *args],
-                          capture_output=True, text=True, timeout=300)
+    result = subprocess.run([cmake, "-S", str(source), "-B", str(build), "-DEDGEPACK_BUILD_RUNNER=ON", *args],
+                            capture_output=True, text=True, timeout=300)
+    result.stdout, result.stderr = " ".join(result.stdout.split()), " ".join(result.stderr.split())
+    return result
 
 
 def test_default_project_configures_without_engine_libraries(example_out, tmp_path):
