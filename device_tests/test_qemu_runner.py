@@ -26,6 +26,24 @@ def arm64_runner(converted, tmp_path_factory) -> Path:
     return native_build.build_runner(cpp, "aarch64", tmp_path_factory.mktemp("arm64") / "edgepack-runner")
 
 
+def test_emulated_device_runs_arm64_programs_through_qemu(adb_server, make_device, tmp_path):
+    """A static arm64 program pushed with the real adb client runs on the emulated arm64-v8a
+    device (under qemu-aarch64), with its exit code and streams."""
+    native_build.require("qemu-aarch64", "qemu-user")
+    gxx = native_build.require("aarch64-linux-gnu-g++", "g++-aarch64-linux-gnu")
+    source = tmp_path / "hello.cpp"
+    source.write_text('#include <cstdio>\n#include <sys/utsname.h>\n'
+                      'int main(int argc, char** argv) { utsname u; uname(&u); std::printf("%s %s\\n", u.machine, argv[1]);'
+                      ' std::fputs("err\\n", stderr); return 7; }\n')
+    subprocess.run([gxx, "-static", "-O1", str(source), "-o", str(tmp_path / "hello")], check=True, capture_output=True)
+    assert runner_abi(tmp_path / "hello") == "arm64-v8a"
+    device = make_device()
+    assert adb_server.run("-s", device.serial, "push", str(tmp_path / "hello"), "/data/local/tmp/hello").returncode == 0
+    result = adb_server.run("-s", device.serial, "shell", "chmod 755 /data/local/tmp/hello && /data/local/tmp/hello ok")
+    assert (result.returncode, result.stdout, result.stderr) == (7, "aarch64 ok\n", "err\n")
+    assert device.emulated == ["/data/local/tmp/hello"]
+
+
 def test_arm64_runner_through_adb_matches_the_host(make_device, device_test, arm64_runner):
     assert runner_abi(arm64_runner) == "arm64-v8a"
     device = make_device()

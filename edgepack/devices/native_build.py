@@ -236,7 +236,7 @@ def ncnn_prefix(arch: str = "x86_64", cache: Path | None = None) -> Path:
         for stale in root.glob(f"build-{prefix.name}-*"):  # left by a build that was killed
             shutil.rmtree(stale, ignore_errors=True)
         sdist = ncnn_sdist(root)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _children_cpu()
         work = Path(tempfile.mkdtemp(prefix=f"build-{prefix.name}-", dir=root))
         try:
             with tarfile.open(sdist) as tar:
@@ -253,6 +253,8 @@ def ncnn_prefix(arch: str = "x86_64", cache: Path | None = None) -> Path:
             seconds = round(time.perf_counter() - started, 1)
             (staging / "edgepack-build.json").write_text(json.dumps({
                 "ncnn": NCNN_VERSION, "arch": t.arch, "variant": t.variant, "seconds": seconds, "cores": os.cpu_count(),
+                # compiler CPU time: wall time on an otherwise idle machine is about this / cores
+                "cpu_seconds": round(_children_cpu() - cpu_started, 1), "load_average": os.getloadavg()[0],
                 "options": NCNN_COMMON_OPTIONS + list(t.options), "layers": sorted(NCNN_LAYERS),
                 "sdist_sha256": NCNN_SDIST_SHA256,
             }, indent=1))
@@ -262,6 +264,13 @@ def ncnn_prefix(arch: str = "x86_64", cache: Path | None = None) -> Path:
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return prefix
+
+
+def _children_cpu() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def build_info(prefix: Path) -> dict:
