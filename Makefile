@@ -25,7 +25,7 @@ setup: $(STAMP)
 # from its PyPI source into ~/.cache/edgepack/native once and run the app's runner on x86_64 and
 # (through qemu-aarch64) arm64.
 KOTLIN_COMPILER := kotlin-compiler@2.4.20
-SYSTEM_TOOLS := adb:adb cmake:cmake g++:g++ aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64:qemu-user file:file
+SYSTEM_TOOLS := adb:adb cmake:cmake g++:g++ aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64:qemu-user
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
