@@ -18,12 +18,16 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Debian's adb client (device tests) and flatc (TFLite Metadata read back against tflite-support's schema),
-# the Kotlin compiler from npm (Android app logic tests).
+# Debian's adb client (device tests), flatc (TFLite Metadata read back against tflite-support's schema),
+# the Kotlin compiler from npm (Android app logic tests);
+# cmake, g++, the arm64 cross compiler and qemu-user for the native (C++) tests, which build ncnn
+# from its PyPI source into ~/.cache/edgepack/native once and run the app's runner on x86_64 and
+# (through qemu-aarch64) arm64.
 KOTLIN_COMPILER := kotlin-compiler@2.4.20
+SYSTEM_TOOLS := adb:adb flatc:flatbuffers-compiler cmake:cmake g++:g++ aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64:qemu-user
 system-deps:
-	@if ! command -v adb >/dev/null; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq adb >/dev/null; fi
-	@if ! command -v flatc >/dev/null; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq flatbuffers-compiler >/dev/null; fi
+	@missing=""; for pair in $(SYSTEM_TOOLS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 	@if [ ! -x "$$(npm root -g)/kotlin-compiler/bin/kotlinc" ]; then npm install -g --no-fund --no-audit $(KOTLIN_COMPILER) >/dev/null; fi
 
 # the built-in example -> every format and precision, validated -> the Android project

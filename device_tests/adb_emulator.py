@@ -13,7 +13,12 @@ adbd uses for `adb connect` devices):
 
 Test knobs (attributes of `EmulatedDevice`): `free_kb` (what `df` reports and the sync quota),
 `runner_env` (extra environment for programs run on the "device", e.g. to make the host runner
-crash or perturb outputs), `props`.
+crash or perturb outputs), `props`, `emulators`.
+
+The device advertises arm64-v8a. Like a kernel's binfmt handler, a command that executes an ELF
+file built for another machine (an arm64 edgepack-runner) runs it through qemu-user
+(`emulators`: ELF machine -> command, default qemu-aarch64 for arm64): the real arm64 binary runs,
+only the CPU is emulated.
 
 The adb client and server are never mocked: tests run Debian's real `adb` against this.
 """
@@ -38,6 +43,11 @@ DEVICE_ROOT = "/data/local/tmp"
 FEATURES = "shell_v2,cmd"
 
 SHELL_STDIN, SHELL_STDOUT, SHELL_STDERR, SHELL_EXIT, SHELL_CLOSE_STDIN = 0, 1, 2, 3, 4
+
+ELF_AARCH64 = 0xB7
+# Where a command may start: beginning, after a separator or `exec`, after VAR=value assignments.
+COMMAND_POSITION = re.compile(
+    r"""(^|&&|\|\||;|\||\(|\bexec\b)(\s*(?:[A-Za-z_][A-Za-z0-9_]*=\S*\s+)*)('?)([^\s;&|()'=]+)\3(?=\s|$|;|&|\||\))""")
 
 DEFAULT_PROPS = {
     "ro.product.model": "Pixel Emu",
@@ -67,6 +77,8 @@ class EmulatedDevice:
     thermal_status: int = 0
     port: int = 0
     commands: list[str] = field(default_factory=list)  # every shell command received, for tests
+    emulators: dict[int, list[str]] = field(default_factory=lambda: {ELF_AARCH64: ["qemu-aarch64"]})
+    emulated: list[str] = field(default_factory=list)  # device paths run through an emulator
 
     def __post_init__(self) -> None:
         (self.sandbox / DEVICE_ROOT.lstrip("/")).mkdir(parents=True, exist_ok=True)
@@ -131,7 +143,7 @@ class EmulatedDevice:
             text = f"Filesystem 1K-blocks Used Available Use% Mounted on\n/dev/block/dm-5 {self.free_kb + used} {used} {self.free_kb} 1% /data\n"
             return 0, text.encode(), b""
         host_root = str(self.device_path(DEVICE_ROOT))
-        mapped = command.replace(DEVICE_ROOT, host_root)
+        mapped = self._through_emulators(command.replace(DEVICE_ROOT, host_root), host_root)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": host_root, "TMPDIR": host_root, **self.runner_env}
         for key in ("PYTHONPATH", "VIRTUAL_ENV", "LANG"):
             if key in os.environ:
@@ -141,6 +153,33 @@ class EmulatedDevice:
         return proc.returncode if proc.returncode >= 0 else 128 - proc.returncode, \
             proc.stdout.replace(host_root.encode(), DEVICE_ROOT.encode()), \
             proc.stderr.replace(host_root.encode(), DEVICE_ROOT.encode())
+
+
+    def _through_emulators(self, command: str, host_root: str) -> str:
+        """Prefix every foreign-machine ELF file run by `command` with its qemu-user command."""
+
+        def replace(match: re.Match) -> str:
+            before, space, quote, path = match.groups()
+            target = Path(path) if path.startswith("/") else Path(host_root) / path
+            machine = _elf_machine(target) if path.startswith((host_root, "./")) or not path.startswith("/") else None
+            emulator = self.emulators.get(machine) if machine is not None else None
+            if not emulator:
+                return match.group(0)
+            self.emulated.append(str(target).replace(host_root, DEVICE_ROOT))
+            return f"{before}{space}{' '.join(shlex.quote(a) for a in emulator)} {quote}{path}{quote}"
+
+        return COMMAND_POSITION.sub(replace, command)
+
+
+def _elf_machine(path: Path) -> int | None:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError:
+        return None
+    if len(head) < 20 or head[:4] != b"\x7fELF":
+        return None
+    return int.from_bytes(head[18:20], "little")
 
 
 class _Connection:

@@ -37,8 +37,7 @@ std::unique_ptr<Engine> create_ncnn_engine(const EngineConfig& c) { return std::
 @pytest.fixture(scope="module")
 def runner(tmp_path_factory) -> Path:
     gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("no host C++ compiler")
+    assert gxx is not None, "no host C++ compiler: apt-get install g++"
     folder = tmp_path_factory.mktemp("native-runner")
     (folder / "stub_engine.cpp").write_text(STUB_ENGINE)
     binary = folder / "edgepack-runner"

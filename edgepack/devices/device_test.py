@@ -142,7 +142,8 @@ class DeviceRun:
             raise DeviceError(f"runner {runner.name} is built for {abi}, device {self.serial} supports {', '.join(self.facts['abilist'])}",
                               f"build the runner for {self.facts['abi']} (CMake -DANDROID_ABI={self.facts['abi']})")
         inputs = self._golden_inputs()
-        payload = [runner] + inputs + [self.out / p for a in self.artifacts.values() for r, p in a["files"].items() if r in ("model", "param", "bin")]
+        libraries = runner_libraries(runner)
+        payload = [runner] + libraries + inputs + [self.out / p for a in self.artifacts.values() for r, p in a["files"].items() if r in ("model", "param", "bin")]
         need_kb = sum(p.stat().st_size for p in payload) // 1024 + 1
         if self.facts["free_kb"] is not None and self.facts["free_kb"] < need_kb * 2:
             raise DeviceError(f"not enough space on {self.serial}: {self.facts['free_kb']} KB free in {ANDROID_TMP}, {need_kb} KB needed (x2 for outputs)",
@@ -158,6 +159,8 @@ class DeviceRun:
                         if role in ("model", "param", "bin"):
                             self.adb.push(self.serial, self.out / rel, f"{self.remote}/models/{Path(rel).name}")
                 self.adb.push(self.serial, runner, f"{self.remote}/edgepack-runner")
+                for library in libraries:  # e.g. libMNN.so, libMNN_CL.so of an NDK-built runner
+                    self.adb.push(self.serial, library, f"{self.remote}/{library.name}")
                 self._shell_checked(f"chmod 755 {self.remote}/edgepack-runner")
                 s["note"] = f"{need_kb} KB"
             for backend, entry in self.artifacts.items():
@@ -212,7 +215,7 @@ class DeviceRun:
             argv += ["--weights", files["bin"]]
         with console.step("Running", f"{backend}/{accelerator} on {self.serial}") as s:
             try:
-                result = self._shell(f"cd {self.remote} && {quote(argv)}", self.options.timeout)
+                result = self._shell(f"cd {self.remote} && LD_LIBRARY_PATH={self.remote} {quote(argv)}", self.options.timeout)
             except AdbTimeout:
                 # only this run's runner (its path holds the run id)
                 self.adb.shell(self.serial, f"pkill -f {self.remote}/edgepack-runner", timeout=20, shell_v2=self.shell_v2)
@@ -248,6 +251,13 @@ class DeviceRun:
         case.metrics, problems = compare_with_reference(self.out, self.manifest, entry, [np.stack(g) for g in got])
         case.status = "failed" if problems else "passed"
         case.message = "; ".join(problems)
+
+
+def runner_libraries(runner: Path) -> list[Path]:
+    """Shared libraries next to the runner that it links (their names are in its dynamic string
+    table): an NDK-built runner with MNN needs libMNN.so and the GPU backends beside it."""
+    data = runner.read_bytes()
+    return sorted(p for p in runner.parent.glob("lib*.so") if p.is_file() and p.name.encode() + b"\0" in data)
 
 
 def latency_stats(values: list[float]) -> dict[str, float]:

@@ -15,6 +15,7 @@ from edgepack.tools import run_tool
 
 RUNNER_ABI = "arm64-v8a"
 MIN_PLATFORM = "android-24"
+ABI_TRIPLES = {"arm64-v8a": "aarch64-linux-android", "armeabi-v7a": "arm-linux-androideabi", "x86_64": "x86_64-linux-android"}
 
 
 def resolve_runner(runner: str | None, out: Path, abi: str = RUNNER_ABI) -> Path | None:
@@ -44,7 +45,12 @@ def build_runner(ndk: Path, out: Path, abi: str) -> Path:
     with console.step("Building", f"edgepack-runner for {abi} with {ndk.name}") as s:
         run_tool("cmake", [cmake, "-S", str(source), "-B", str(build), f"-DCMAKE_TOOLCHAIN_FILE={toolchain}",
                            f"-DANDROID_ABI={abi}", f"-DANDROID_PLATFORM={MIN_PLATFORM}", "-DEDGEPACK_BUILD_RUNNER=ON",
-                           "-DANDROID_SUPPORT_FLEXIBLE_PAGE_SIZES=ON", "-DCMAKE_BUILD_TYPE=Release"], cwd=build, log_file=build / "configure.log")
+                           "-DANDROID_SUPPORT_FLEXIBLE_PAGE_SIZES=ON", "-DCMAKE_BUILD_TYPE=Release",
+                           # one C++ runtime for the runner and libMNN.so (MNN's release is built with c++_shared)
+                           "-DANDROID_STL=c++_shared"], cwd=build, log_file=build / "configure.log")
         run_tool("cmake", [cmake, "--build", str(build), "--target", "edgepack-runner", "-j"], cwd=build, log_file=build / "build.log")
+        # device-test pushes the shared libraries found next to the runner (CMake copies libMNN*.so there)
+        for stl in sorted(ndk.glob(f"toolchains/llvm/prebuilt/*/sysroot/usr/lib/{ABI_TRIPLES.get(abi, '')}/libc++_shared.so"))[:1]:
+            shutil.copy(stl, build / stl.name)
         s["note"] = str(build / "edgepack-runner")
     return build / "edgepack-runner"

@@ -35,11 +35,34 @@ std::string copy_asset(AAssetManager* assets, const std::string& name, const std
 }
 
 std::string jstring_to_string(JNIEnv* env, jstring s) {
+    if (s == nullptr) return {};
     const char* chars = env->GetStringUTFChars(s, nullptr);
+    if (chars == nullptr) return {};
     std::string result(chars);
     env->ReleaseStringUTFChars(s, chars);
     return result;
 }
+
+// The precision each bundled artifact was converted at (from edgepack's manifest): the engines
+// pick their fp16/fp32 options from it.
+std::string bundled_precision(const std::string& backend) {
+{%- for b in backends %}
+    if (backend == "{{ b.name }}") return "{{ b.precision }}";
+{%- endfor %}
+    return "fp32";
+}
+
+// The engines compiled into this library (CMakeLists.txt leaves out an engine whose prebuilt
+// library is missing, so the app still builds with TFLite alone).
+const char* const kCompiledBackends[] = {
+#ifdef EDGEPACK_WITH_NCNN
+    "ncnn",
+#endif
+#ifdef EDGEPACK_WITH_MNN
+    "mnn",
+#endif
+    nullptr,
+};
 
 }  // namespace
 
@@ -53,7 +76,9 @@ extern "C" JNIEXPORT jlong JNICALL EDGEPACK_JNI(nativeCreate)(
     AAssetManager* assets = AAssetManager_fromJava(env, asset_manager);
     const std::string dir = jstring_to_string(env, cache_dir);  // engines load models from files
     for (jsize i = 0; i < env->GetArrayLength(files); ++i) {
-        auto name = jstring_to_string(env, static_cast<jstring>(env->GetObjectArrayElement(files, i)));
+        auto element = static_cast<jstring>(env->GetObjectArrayElement(files, i));
+        const std::string name = jstring_to_string(env, element);
+        env->DeleteLocalRef(element);
         const std::string path = copy_asset(assets, name, dir);
         if (path.empty()) return 0;
         handle->config.files.push_back(path);
@@ -70,6 +95,7 @@ extern "C" JNIEXPORT jlong JNICALL EDGEPACK_JNI(nativeCreate)(
     handle->bgr = bgr;
     handle->keep_aspect = keep_aspect;
     const std::string name = jstring_to_string(env, backend);
+    handle->config.precision = bundled_precision(name);
 #ifdef EDGEPACK_WITH_NCNN
     if (name == "ncnn") handle->engine = edgepack::create_ncnn_engine(handle->config);
 #endif
@@ -80,6 +106,21 @@ extern "C" JNIEXPORT jlong JNICALL EDGEPACK_JNI(nativeCreate)(
     return reinterpret_cast<jlong>(handle.release());
 }
 
+// Names of the native backends built into this library (a String[]): the app offers only these.
+// Kotlin: `@JvmStatic external fun nativeBackends(): Array<String>` in NativeDetector's companion
+// object, which kotlinc compiles to a static native method of NativeDetector (checked with javap).
+extern "C" JNIEXPORT jobjectArray JNICALL EDGEPACK_JNI(nativeBackends)(JNIEnv* env, jclass) {
+    jsize count = 0;
+    while (kCompiledBackends[count] != nullptr) ++count;
+    jobjectArray result = env->NewObjectArray(count, env->FindClass("java/lang/String"), nullptr);
+    for (jsize i = 0; i < count; ++i) {
+        jstring name = env->NewStringUTF(kCompiledBackends[i]);
+        env->SetObjectArrayElement(result, i, name);
+        env->DeleteLocalRef(name);
+    }
+    return result;
+}
+
 extern "C" JNIEXPORT jint JNICALL EDGEPACK_JNI(nativeAccelerator)(JNIEnv*, jobject, jlong ptr) {
     return reinterpret_cast<Handle*>(ptr)->engine->accelerator();
 }
@@ -88,12 +129,15 @@ extern "C" JNIEXPORT jfloatArray JNICALL EDGEPACK_JNI(nativeRun)(
     JNIEnv* env, jobject, jlong ptr, jobject rgba, jint width, jint height, jint row_stride) {
     auto* h = reinterpret_cast<Handle*>(ptr);
     const auto* pixels = static_cast<const uint8_t*>(env->GetDirectBufferAddress(rgba));
+    if (pixels == nullptr || env->GetDirectBufferCapacity(rgba) < static_cast<jlong>(row_stride) * height) {
+        return env->NewFloatArray(0);  // not a direct buffer of the frame's size
+    }
     const int w = h->config.width, hh = h->config.height;
     h->last_letterbox = edgepack::compute_letterbox(width, height, w, hh, h->keep_aspect);
     h->tensor.resize(static_cast<size_t>(3) * w * hh);
     edgepack::rgba_to_tensor(pixels, width, height, row_stride, h->last_letterbox, w, hh, h->mean, h->std, h->bgr,
                              h->tensor.data());
-    const std::vector<float> out = h->engine->run(h->tensor);
+    const std::vector<float> out = h->engine->run(h->tensor);  // empty when the engine failed
     jfloatArray result = env->NewFloatArray(static_cast<jsize>(out.size()));
     env->SetFloatArrayRegion(result, 0, static_cast<jsize>(out.size()), out.data());
     return result;
@@ -105,6 +149,8 @@ extern "C" JNIEXPORT jfloatArray JNICALL EDGEPACK_JNI(nativeDecode)(
     auto* h = reinterpret_cast<Handle*>(ptr);
     std::vector<float> raw(static_cast<size_t>(env->GetArrayLength(output)));
     env->GetFloatArrayRegion(output, 0, static_cast<jsize>(raw.size()), raw.data());
+    const size_t needed = static_cast<size_t>(num_anchors) * ((yolov5 ? 5 : 4) + num_classes);
+    if (num_anchors <= 0 || raw.size() < needed) return env->NewFloatArray(0);  // failed run: no boxes
     auto dets = edgepack::nms(edgepack::decode(raw.data(), num_anchors, num_classes,
                                                yolov5 ? edgepack::Head::YoloV5 : edgepack::Head::YoloV8,
                                                channels_first, score),

@@ -3,10 +3,13 @@
 //   edgepack-runner --backend ncnn|mnn --accelerator cpu|vulkan|opencl --model FILE [--weights FILE]
 //                   --input-name NAME --output-names A --output-shapes 1x9x2100 --input-shape 1,3,H,W
 //                   --inputs a.f32,b.f32 --threads N --iterations N --warmup N --out DIR [--precision P]
+// --precision is the artifact's (default fp32): it selects the engines' fp16/fp32 options.
 // Inputs/outputs are raw little-endian float32 (NCHW); DIR/result.json holds the per-iteration
 // latencies and the output files. Exit 2: backend or accelerator unavailable on this device.
 // Built by the NDK through this project's CMake (-DEDGEPACK_BUILD_RUNNER=ON); only the engines
 // found by CMake are compiled in. TFLite is not part of this runner (see the project README).
+// The same file builds for Linux hosts and (static) arm64 Linux, which is how edgepack tests it
+// (edgepack/devices/native_build.py).
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -75,6 +78,17 @@ int accelerator_index(const std::string& backend, const std::string& name) {
     return -1;
 }
 
+bool backend_built_in(const std::string& backend) {
+#ifdef EDGEPACK_WITH_NCNN
+    if (backend == "ncnn") return true;
+#endif
+#ifdef EDGEPACK_WITH_MNN
+    if (backend == "mnn") return true;
+#endif
+    (void)backend;
+    return false;
+}
+
 std::unique_ptr<edgepack::Engine> create_engine(const std::string& backend, const edgepack::EngineConfig& config) {
 #ifdef EDGEPACK_WITH_NCNN
     if (backend == "ncnn") return edgepack::create_ncnn_engine(config);
@@ -91,7 +105,7 @@ std::unique_ptr<edgepack::Engine> create_engine(const std::string& backend, cons
 
 int main(int argc, char** argv) {
     std::map<std::string, std::string> args = {
-        {"accelerator", "cpu"}, {"threads", "2"}, {"iterations", "10"}, {"warmup", "2"}, {"precision", "fp16"}};
+        {"accelerator", "cpu"}, {"threads", "2"}, {"iterations", "10"}, {"warmup", "2"}, {"precision", "fp32"}};
     for (int i = 1; i + 1 < argc; i += 2) {
         std::string key = argv[i];
         if (key.rfind("--", 0) != 0) {
@@ -128,15 +142,20 @@ int main(int argc, char** argv) {
     if (args.count("weights")) config.files.push_back(args["weights"]);
     config.input_name = args["input-name"];
     config.output_name = split(args["output-names"], ',').at(0);
+    config.precision = args["precision"];  // fp32 artifacts run with the engines' fp16 options off
     config.accelerator = accelerator;
     config.threads = std::stoi(args["threads"]);
     config.width = shape[3];
     config.height = shape[2];
     config.output_size = static_cast<int>(output_size);
-    auto engine = create_engine(backend, config);
-    if (!engine) {
+    if (!backend_built_in(backend)) {
         std::cerr << "backend " << backend << " is not built into this runner\n";
         return kExitUnavailable;
+    }
+    auto engine = create_engine(backend, config);
+    if (!engine) {  // a model that does not load is a failure, not an unavailable backend
+        std::cerr << "cannot load the " << backend << " model " << args["model"] << "\n";
+        return 1;
     }
     if (engine->accelerator() != accelerator) {
         std::cerr << args["accelerator"] << " is not available on this device (the engine fell back)\n";
@@ -185,7 +204,8 @@ int main(int argc, char** argv) {
     }
     std::ofstream json(out_dir + "/result.json");
     json << "{\"contract\": 1, \"runner\": \"edgepack-runner (native)\", \"backend\": " << json_string(backend)
-         << ", \"accelerator\": " << json_string(args["accelerator"]) << ", \"threads\": " << config.threads
+         << ", \"accelerator\": " << json_string(args["accelerator"]) << ", \"precision\": " << json_string(config.precision)
+         << ", \"threads\": " << config.threads
          << ", \"latencies_ms\": [" << latencies.str() << "], \"outputs\": [" << outputs.str() << "]}\n";
     return json ? 0 : 1;
 }
