@@ -45,6 +45,7 @@ def _spec_options(f):
         click.option("--val-count", type=click.IntRange(1), help="How many validation images (default 8)."),
         click.option("--score-threshold", type=click.FloatRange(0, 1), help="Detection score threshold (default 0.25)."),
         click.option("--iou-threshold", type=click.FloatRange(0, 1), help="NMS IoU threshold (default 0.45)."),
+        click.option("--no-latency", is_flag=True, help="Skip the host latency runs of validation."),
         click.option("--calib-method", type=click.Choice(["kl", "minmax", "percentile"]), help="int8 activation ranges."),
         click.option("--formats", help="Comma list of formats (ncnn,mnn,...). Default: all available."),
         click.option("--precisions", help="Comma list: fp32,fp16,int8-weight,int8-dynamic,int8."),

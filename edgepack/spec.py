@@ -270,6 +270,8 @@ def _apply_overrides(spec: BuildSpec, o: Mapping[str, Any]) -> BuildSpec:
         spec.validation.score_threshold = float(o["score_threshold"])
     if o.get("iou_threshold") is not None:
         spec.validation.iou_threshold = float(o["iou_threshold"])
+    if o.get("no_latency"):
+        spec.validation.latency_runs = 0
     if o.get("calib_method"):
         spec.calibration.method = str(o["calib_method"])
     if o.get("calib"):

@@ -178,7 +178,7 @@ def compare(
         why = agreement.note or "no task metric"
         record["reasons"].append(f"int8 without a measurable task agreement ({why}): cosine alone cannot vouch for it")
     record["status"] = "degraded" if record["reasons"] else "ok"
-    if getattr(runner, "records_latency", True):  # False: a stand-in runtime (Core ML's evaluator), not the device's
+    if latency_runs > 0 and getattr(runner, "records_latency", True):  # False: a stand-in runtime (Core ML's evaluator)
         record["latency"] = measure_latency(runner, inputs[0], latency_runs)
         record["latency"]["threads"] = threads
     return record
