@@ -379,6 +379,8 @@ def report(results: list[AppResult]) -> None:
                      f"{f', {len(r.removed)} stale removed' if r.removed else ''}{f', {len(r.kept)} kept' if r.kept else ''})")
         for rel in r.kept:
             console.info(f"  kept your edit: {rel}")
+        if r.kept:
+            console.info("  (delete a kept file, or the whole folder, and build again to get edgepack's version)")
         for rel in r.replaced:
             console.info(f"  updated generated file (your edit replaced): {rel}")
 

@@ -268,3 +268,12 @@ def test_gradlew_creates_the_wrapper_jar_then_runs_gradle(out, tmp_path):
     assert ran.returncode == 0, ran.stderr
     assert f"wrapper main: assembleDebug --offline in {result.project}" in ran.stdout
     assert (result.project / "gradle/wrapper/gradle-wrapper.jar").is_file()
+
+
+def test_nothing_is_written_when_one_platform_cannot_be_generated(out):
+    """Both projects are planned before either is written: an iOS problem leaves no Android project."""
+    manifest = load_manifest(out)
+    manifest["artifacts"] = [a for a in manifest["artifacts"] if a["format"] != "coreml"]
+    with pytest.raises(SpecError, match="no Core ML artifact"):
+        build(out, manifest, targets=("android", "ios"))
+    assert not (out / "android").exists() and not (out / "ios").exists()
