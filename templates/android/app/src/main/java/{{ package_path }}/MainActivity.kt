@@ -99,8 +99,6 @@ class MainActivity : AppCompatActivity() {
         }
         findViewById<Button>(R.id.grant).setOnClickListener { permissionRequest.launch(Manifest.permission.CAMERA) }
         (getSystemService(Context.DISPLAY_SERVICE) as DisplayManager).registerDisplayListener(displayListener, null)
-        val missing = Detectors.missing
-        if (Detectors.available.isEmpty()) stats.text = missing.joinToString("\n")
         applySettings(settings, first = true)
         when {
             ContextCompat.checkSelfPermission(this, Manifest.permission.CAMERA) == PackageManager.PERMISSION_GRANTED -> startCamera()
@@ -130,14 +128,18 @@ class MainActivity : AppCompatActivity() {
         detector = try {
             Detectors.create(this, wanted).also { loadNote = it.fallbackNote }
         } catch (e: Exception) {
-            loadNote = "Cannot load ${wanted.backend}: ${e.message}"
+            loadNote = loadFailure(wanted, e)
             null
         } catch (e: LinkageError) { // UnsatisfiedLinkError, ExceptionInInitializerError from a native library
-            loadNote = "Cannot load ${wanted.backend}: ${e.message}"
+            loadNote = loadFailure(wanted, e)
             null
         }
         if (detector == null) showStats(loadNote ?: "")
     }
+
+    /** Why a model did not load, plus the bundled backends this build left out (their libraries were missing). */
+    private fun loadFailure(wanted: RunSettings, e: Throwable): String =
+        (listOf("Cannot load ${wanted.backend}: ${e.message}") + Detectors.missing).joinToString("\n")
 
     private fun startCamera() {
         findViewById<LinearLayout>(R.id.rationale).visibility = View.GONE
