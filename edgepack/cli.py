@@ -136,7 +136,7 @@ def next_build_command(manifest: dict) -> str | None:
 @_spec_options
 def build(model, targets, app_name, package, reconvert, config, **spec_flags) -> None:
     """Convert (unless OUT already holds a conversion) and generate starter app projects in OUT/<target>/."""
-    from edgepack.apps import APPS, render_app
+    from edgepack.apps import APPS, generate_apps, report
     from edgepack.manifest import MANIFEST_NAME, load_manifest
 
     for target in targets:
@@ -149,11 +149,10 @@ def build(model, targets, app_name, package, reconvert, config, **spec_flags) ->
         console.info(f"using the existing conversion in {out} (--reconvert to redo it)")
     manifest = load_manifest(out)
     options = {"name": app_name or spec.app.name, "package": package or spec.app.package}
-    for target in targets:
-        with console.step("Generating", f"{target} project") as s:
-            project = render_app(target, manifest, out, options)
-            s["note"] = str(project)
-    for target in targets:
+    with console.step("Generating", f"{', '.join(targets)} project{'s' if len(targets) > 1 else ''}"):
+        results = generate_apps(list(dict.fromkeys(targets)), manifest, out, options)  # all rendered before any is written
+    report(results)
+    for target in dict.fromkeys(targets):
         console.info(f"open {out / target} in {'Android Studio' if target == 'android' else 'Xcode'}; see its README.md")
 
 

@@ -9,16 +9,16 @@ references; the tests check that each reference resolves to a rendered file.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
-import shutil
 import unicodedata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from edgepack.apps.android import app_name_option, golden_case
 from edgepack.apps.base import APPS, AppRenderer
+from edgepack.apps.records import AppManifest, Artifact
 from edgepack.errors import SpecError
 
 VERSIONS = {"ios_deployment": "16.0", "swift": "5.0", "xcode_object_version": 56, "xcode_compat": "Xcode 14.0", "tools": "1600"}
@@ -26,8 +26,8 @@ PRECISION_PREFERENCE = ("fp16", "int8-weight", "fp32")
 BUNDLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]*(\.[A-Za-z0-9][A-Za-z0-9-]*)+$")
 
 # (path inside the app folder, kind) -- kinds map to Xcode file types and build phases
-APP_SOURCES = ["App.swift", "ContentView.swift", "CameraController.swift", "CameraPreview.swift", "Detector.swift",
-               "OverlayView.swift", "SettingsView.swift", "ModelInfo.swift", "Core/Geometry.swift"]
+APP_SOURCES = ["App.swift", "ContentView.swift", "CameraController.swift", "FrameProcessor.swift", "CameraPreview.swift", "Detector.swift",
+               "OverlayView.swift", "SettingsView.swift", "ModelInfo.swift", "Core/Geometry.swift", "Core/Probabilities.swift"]
 TEST_SOURCES = ["GeometryTests.swift", "GoldenImageTests.swift"]
 FILE_TYPES = {".swift": "sourcecode.swift", ".plist": "text.plist.xml", ".txt": "text", ".json": "text.json",
               ".png": "image.png", ".xcassets": "folder.assetcatalog", ".mlpackage": "folder.mlpackage"}
@@ -72,9 +72,9 @@ def swift_identifier(name: str) -> str:
     return ident
 
 
-def pick_coreml(manifest: dict[str, Any]) -> dict[str, Any] | None:
-    candidates = [a for a in manifest["artifacts"] if a["format"] == "coreml" and a.get("status") in ("ok", "unverified-on-this-host")]
-    candidates.sort(key=lambda a: PRECISION_PREFERENCE.index(a["precision"]) if a["precision"] in PRECISION_PREFERENCE else 99)
+def pick_coreml(manifest: AppManifest) -> Artifact | None:
+    candidates = [a for a in manifest.artifacts if a.format == "coreml" and a.status in ("ok", "unverified-on-this-host")]
+    candidates.sort(key=lambda a: PRECISION_PREFERENCE.index(a.precision) if a.precision in PRECISION_PREFERENCE else 99)
     return candidates[0] if candidates else None
 
 
@@ -88,22 +88,22 @@ def _file(path: str, group: str, role: str) -> dict[str, str]:
 @APPS.register("ios")
 class IosRenderer(AppRenderer):
     platform = "ios"
+    refresh_templates = frozenset({"{{ target }}/ModelInfo.swift"})
 
-    def context(self, manifest: dict[str, Any], out_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
+    def context(self, manifest: AppManifest, out_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
         entry = pick_coreml(manifest)
         if entry is None:
             raise SpecError("the manifest has no Core ML artifact that passed its checks", "convert with --formats coreml")
-        name = str(options.get("name") or "Edgepack Demo").strip()
-        if not name:
-            raise SpecError("app name is empty", "set app.name in edgepack.yaml")
+        if "model" not in entry.files:
+            raise SpecError(f"{entry.id}: no model file in the manifest", "run `edgepack convert` again")
+        name = app_name_option(options)
         bundle = options.get("bundle_id") or options.get("package") or "dev.edgepack.demo"
-        if not BUNDLE_RE.match(bundle):
+        if not isinstance(bundle, str) or not BUNDLE_RE.match(bundle):
             raise SpecError(f"bundle id {bundle!r} is not valid", "use reverse-DNS letters, digits and hyphens, e.g. com.example.detector")
         target = swift_identifier(name)
-        model, pre, post = manifest["model"], manifest["preprocessing"], manifest["postprocessing"]
-        model_class = swift_identifier(model["name"]) + "Model"
+        model_class = swift_identifier(manifest.model_name) + "Model"
         model_file = f"{model_class}.mlpackage"
-        detect = model["task"] == "detect"
+        detect = manifest.task == "detect"
         app_files = [_file(p, "app", "source") for p in APP_SOURCES]
         app_files += [_file("Info.plist", "app", "plist"), _file("Assets.xcassets", "app", "resource"),
                       _file(f"Models/{model_file}", "app", "model"), _file("Models/labels.txt", "app", "resource")]
@@ -124,17 +124,19 @@ class IosRenderer(AppRenderer):
             "app_name": name,
             "target": target,
             "bundle_id": bundle,
-            "task": model["task"],
-            "model_name": model["name"],
+            "task": manifest.task,
+            "model_name": manifest.model_name,
             "model_class": model_class,
             "model_file": model_file,
-            "precision": entry["precision"],
-            "labels": model["labels"],
-            "input_width": pre["input_shape"][3],
-            "input_height": pre["input_shape"][2],
-            "letterbox": pre["resize"] == "letterbox",
-            "score_threshold": float(post["score_threshold"]),
-            "iou_threshold": float(post["iou_threshold"]),
+            "model_source": entry.files["model"],
+            "precision": entry.precision,
+            "labels": list(manifest.labels),
+            "input_width": manifest.input_width,
+            "input_height": manifest.input_height,
+            "letterbox": manifest.resize == "letterbox",
+            "score_threshold": manifest.score_threshold,
+            "iou_threshold": manifest.iou_threshold,
+            "classifier_output": manifest.classifier_output or "auto",
             "is_detector": detect,
             "versions": VERSIONS,
             "ids": ids,
@@ -142,32 +144,37 @@ class IosRenderer(AppRenderer):
             "top_files": groups.get(".", []),
             "subgroups": subgroups,
             "test_files": test_files,
-            "edgepack_version": manifest["edgepack_version"],
-            "_entry": entry,
+            "edgepack_version": manifest.edgepack_version,
         }
 
-    def copy_assets(self, manifest: dict[str, Any], out_dir: Path, project: Path, context: dict[str, Any]) -> None:
+    def assets(self, manifest: AppManifest, out_dir: Path, context: dict[str, Any]) -> list[tuple[str, Path | bytes]]:
+        import numpy as np
         from PIL import Image
 
-        entry = context.pop("_entry")
-        app = project / context["target"]
-        models = app / "Models"
-        models.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(out_dir / entry["files"]["model"], models / context["model_file"])
-        shutil.copy(out_dir / "labels.txt", models / "labels.txt")
-        tests = project / f"{context['target']}Tests"
-        tests.mkdir(parents=True, exist_ok=True)
+        target = context["target"]
+        files: list[tuple[str, Path | bytes]] = []
+        package = out_dir / context["model_source"]
+        if not package.is_dir():
+            raise SpecError(f"{context['model_source']} (the Core ML package) is missing", "run `edgepack convert` again")
+        for source in sorted(p for p in package.rglob("*") if p.is_file() and not p.is_symlink()):
+            files.append((f"{target}/Models/{context['model_file']}/{source.relative_to(package).as_posix()}", source))
+        files.append((f"{target}/Models/labels.txt", ("\n".join(manifest.labels) + "\n").encode("utf-8")))
         # the golden image: the first validation input, already letterboxed to the model size
-        pre = manifest["preprocessing"]
-        x = np.load(out_dir / manifest["validation"]["inputs"])["inputs"][0][0]
-        mean = np.asarray(pre["mean"], np.float32)[:, None, None]
-        std = np.asarray(pre["std"], np.float32)[:, None, None]
+        golden_input, expected = golden_case(manifest, out_dir)
+        x = np.frombuffer(golden_input, dtype="<f4").reshape(manifest.input_shape[1:])
+        mean = np.asarray(manifest.mean, np.float32)[:, None, None]
+        std = np.asarray(manifest.std, np.float32)[:, None, None]
         pixels = np.clip(np.rint(x * std[: x.shape[0]] + mean[: x.shape[0]]), 0, 255).astype(np.uint8).transpose(1, 2, 0)
-        if pre["color_order"] == "bgr":
+        if manifest.color_order == "bgr":
             pixels = pixels[..., ::-1]
-        Image.fromarray(pixels).save(tests / "golden.png")
-        expected = json.loads((out_dir / manifest["validation"]["reference_task_outputs"]).read_text())[0]
-        (tests / "golden_expected.json").write_text(json.dumps(golden_expectation(expected, context), indent=1, ensure_ascii=False))
+        if pixels.shape[2] == 1:
+            pixels = np.repeat(pixels, 3, axis=2)
+        png = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(pixels)).save(png, format="PNG")
+        files.append((f"{target}Tests/golden.png", png.getvalue()))
+        golden = golden_expectation(expected[0] if manifest.task == "classify" else expected, context)
+        files.append((f"{target}Tests/golden_expected.json", json.dumps(golden, indent=1, ensure_ascii=False).encode("utf-8")))
+        return files
 
 
 def golden_expectation(expected: Any, context: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +182,7 @@ def golden_expectation(expected: Any, context: dict[str, Any]) -> dict[str, Any]
     or the top-1 label."""
     labels = context["labels"]
     if not context["is_detector"]:
-        return {"task": "classify", "label": labels[int(expected)] if isinstance(expected, int) else labels[int(expected[0])]}
+        return {"task": "classify", "label": labels[int(expected)]}
     w, h = context["input_width"], context["input_height"]
     boxes = []
     for d in expected:

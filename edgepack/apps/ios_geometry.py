@@ -1,17 +1,33 @@
 """Python mirror of templates/ios/<App>/Core/Geometry.swift, kept under test because Swift
-cannot be compiled on Linux. Change both together."""
+cannot be compiled on Linux (tests/apps/test_ios.py checks the Swift tables against these and
+simulates the whole camera -> Vision -> preview chain with them). Change both together."""
 
 from __future__ import annotations
 
-# (device orientation, front camera) -> EXIF orientation of the camera frame for Vision
-FRAME_ORIENTATION = {
-    ("portrait", False): "right", ("portrait", True): "leftMirrored",
-    ("portraitUpsideDown", False): "left", ("portraitUpsideDown", True): "rightMirrored",
-    ("landscapeLeft", False): "up", ("landscapeLeft", True): "downMirrored",
-    ("landscapeRight", False): "down", ("landscapeRight", True): "upMirrored",
+INTERFACE_ORIENTATIONS = ("portrait", "portraitUpsideDown", "landscapeLeft", "landscapeRight")
+
+# (interface orientation, front camera) -> degrees to turn the camera buffer clockwise so it is
+# upright on screen. Used both for Vision's EXIF orientation and (iOS 17+) the preview's
+# videoRotationAngle. landscapeRight: the bottom edge (home button) on the right.
+FRAME_ROTATION = {
+    ("portrait", False): 90, ("portrait", True): 90,
+    ("portraitUpsideDown", False): 270, ("portraitUpsideDown", True): 270,
+    ("landscapeRight", False): 0, ("landscapeRight", True): 180,
+    ("landscapeLeft", False): 180, ("landscapeLeft", True): 0,
 }
 
+# clockwise rotation -> EXIF orientation given to Vision (never a mirrored one)
+EXIF_FOR_ROTATION = {0: "up", 90: "right", 180: "down", 270: "left"}
+
 Rect = tuple[float, float, float, float]  # x, y, width, height
+
+
+def frame_orientation(interface: str, front_camera: bool) -> str:
+    return EXIF_FOR_ROTATION[FRAME_ROTATION[(interface, front_camera)]]
+
+
+def upright_size(width: int, height: int, rotation: int) -> tuple[int, int]:
+    return (width, height) if rotation % 180 == 0 else (height, width)
 
 
 def top_left_rect(vision: Rect) -> Rect:

@@ -155,6 +155,9 @@ def test_classifier_project(classifier_ios, classifier_out):
     assert expected["task"] == "classify" and expected["label"] in load_manifest(classifier_out)["model"]["labels"]
 
 
+SWIFT_GEOMETRY = Path(__file__).resolve().parents[2] / "templates" / "ios" / "{{ target }}" / "Core" / "Geometry.swift"
+
+
 def test_python_mirror_of_swift_geometry():
     """The same numbers GeometryTests.swift asserts."""
     assert geo.top_left_rect((0.1, 0.2, 0.3, 0.4)) == pytest.approx((0.1, 0.4, 0.3, 0.4))
@@ -162,18 +165,117 @@ def test_python_mirror_of_swift_geometry():
     assert full[3] == pytest.approx(600) and full[0] + full[2] / 2 == pytest.approx(150)
     left = geo.view_rect((0, 0, 0.5, 1), (720, 1280), (300, 600), mirrored=True)
     assert left[0] == pytest.approx(150)
-    assert geo.FRAME_ORIENTATION[("portrait", False)] == "right" and geo.FRAME_ORIENTATION[("portrait", True)] == "leftMirrored"
+    assert geo.frame_orientation("portrait", False) == "right"
+    assert geo.frame_orientation("landscapeRight", False) == "up" and geo.frame_orientation("landscapeLeft", False) == "down"
+    assert geo.frame_orientation("landscapeRight", True) == "down" and geo.frame_orientation("landscapeLeft", True) == "up"
+    assert geo.upright_size(1280, 720, 90) == (720, 1280) and geo.upright_size(1280, 720, 180) == (1280, 720)
     a = [("x", (0.0, 0.0, 1.0, 1.0))]
     assert geo.f1(a, a, 0.5) == 1 and geo.f1(a, [], 0.5) == 0
 
 
 def test_swift_geometry_matches_its_mirror():
-    """Every case of the Swift orientation switch is in the Python table, with the same answer."""
-    swift = (Path(__file__).resolve().parents[2] / "templates" / "ios" / "{{ target }}" / "Core" / "Geometry.swift").read_text()
-    cases = re.findall(r"case \(\.(\w+), (true|false)\): return \.(\w+)", swift)
+    """Every case of the Swift rotation switch is in the Python table with the same answer, and
+    Vision only ever gets unmirrored EXIF orientations."""
+    swift = SWIFT_GEOMETRY.read_text()
+    cases = re.findall(r"case \(\.(\w+), (true|false)\): return (\d+)", swift)
     assert len(cases) == 8
-    for device, front, orientation in cases:
-        assert geo.FRAME_ORIENTATION[(device, front == "true")] == orientation
+    assert {(device, front == "true"): int(degrees) for device, front, degrees in cases} == geo.FRAME_ROTATION
+    exif = dict(re.findall(r"case (\d+): return \.(\w+)", swift))
+    exif["0"] = re.search(r"default: return \.(\w+)", swift[swift.index("func exifOrientation"):]).group(1)
+    assert {int(k): v for k, v in exif.items()} == geo.EXIF_FOR_ROTATION
+    assert "Mirrored" not in swift
+
+
+# --- the camera -> Vision -> preview chain, simulated with pixels -----------------------------
+# Phone axes as the user sees the screen in portrait: +x right, +y up. Two public facts fix the
+# sensors (Apple's Vision samples): in portrait the back camera's buffer must be turned 90 degrees
+# clockwise (EXIF .right) to be upright, and the front camera's buffer shown with EXIF
+# .leftMirrored (a transpose) gives the mirrored selfie view. From them, each buffer's "right" and
+# "up" directions in phone axes:
+SENSOR_AXES = {False: {"right": (0, -1), "up": (1, 0)},   # back camera
+               True: {"right": (0, -1), "up": (-1, 0)}}   # front camera
+# The upright screen in phone axes for each interface orientation (landscapeRight: bottom edge on
+# the right, i.e. the phone turned 90 degrees counter-clockwise from portrait).
+SCREEN_AXES = {"portrait": {"up": (0, 1), "right": (1, 0)}, "portraitUpsideDown": {"up": (0, -1), "right": (-1, 0)},
+               "landscapeRight": {"up": (1, 0), "right": (0, -1)}, "landscapeLeft": {"up": (-1, 0), "right": (0, 1)}}
+
+
+def _neg(v):
+    return (-v[0], -v[1])
+
+
+def physical_rotation(interface: str, front: bool) -> int:
+    """Clockwise turn that makes the buffer show the camera's own (unmirrored) view upright: its up
+    must be the screen's up, and its right the screen's right (the front camera looks back at the
+    user, so its own right is the screen's left)."""
+    axes, screen = SENSOR_AXES[front], SCREEN_AXES[interface]
+    for degrees, (up, right) in {0: (axes["up"], axes["right"]), 90: (_neg(axes["right"]), axes["up"]),
+                                 180: (_neg(axes["up"]), _neg(axes["right"])), 270: (axes["right"], _neg(axes["up"]))}.items():
+        if up == screen["up"]:
+            assert right == (_neg(screen["right"]) if front else screen["right"]), "a rotation alone must make it upright"
+            return degrees
+    raise AssertionError("no rotation")
+
+
+def test_rotation_table_follows_from_the_sensor_mounting():
+    # the two portrait facts fix the other six cases: both landscapes differ, front and back differ by 180
+    assert {k: physical_rotation(*k) for k in geo.FRAME_ROTATION} == geo.FRAME_ROTATION
+
+
+def _exif_apply(buffer: np.ndarray, exif: str) -> np.ndarray:
+    """What Vision sees for a buffer and an EXIF orientation (EXIF 1, 6, 3, 8 and the mirrored 2, 5, 4, 7)."""
+    return {"up": lambda b: b, "right": lambda b: np.rot90(b, -1), "down": lambda b: np.rot90(b, 2), "left": lambda b: np.rot90(b, 1),
+            "upMirrored": lambda b: b[:, ::-1], "leftMirrored": lambda b: b.T, "downMirrored": lambda b: b[::-1],
+            "rightMirrored": lambda b: np.rot90(b, 2).T}[exif](buffer)
+
+
+@pytest.mark.parametrize("interface", geo.INTERFACE_ORIENTATIONS)
+@pytest.mark.parametrize("front", [False, True])
+def test_boxes_land_on_the_object_in_the_preview_mirrored_once(interface, front):
+    """A scene with one object: the sensor delivers a rotated buffer; Vision (given the table's
+    orientation) must see the scene as the camera sees it, and the box, mapped with viewRect,
+    must land where the preview (mirrored for the front camera) shows the object. The old code
+    (mirrored EXIF for the front camera plus viewRect(mirrored:)) fails this for the front camera."""
+    height, width = (64, 36) if interface.startswith("portrait") else (36, 64)
+    scene = np.zeros((height, width), np.uint8)  # the camera's own view, upright
+    top, left, h, w = 5, 3, 10, 7  # an object in the top-left area
+    scene[top:top + h, left:left + w] = 1
+    buffer = np.rot90(scene, physical_rotation(interface, front) // 90)  # the sensor's buffer (counter-clockwise back)
+    seen = _exif_apply(buffer, geo.frame_orientation(interface, front))
+    assert np.array_equal(seen, scene)  # Vision sees the scene itself, unmirrored
+    assert (seen.shape[1], seen.shape[0]) == geo.upright_size(buffer.shape[1], buffer.shape[0], geo.FRAME_ROTATION[(interface, front)])
+    ys, xs = np.nonzero(seen)
+    vision = (xs.min() / width, ys.min() / height, (xs.max() + 1 - xs.min()) / width, (ys.max() + 1 - ys.min()) / height)
+    view = (width * 3, height * 3)  # same aspect: aspect-fill is a plain scale
+    drawn = geo.view_rect(vision, (width, height), view, mirrored=front)
+    preview = scene[:, ::-1] if front else scene  # AVCaptureVideoPreviewLayer mirrors the front camera
+    ys, xs = np.nonzero(preview)
+    assert drawn == pytest.approx((xs.min() * 3, ys.min() * 3, (xs.max() + 1 - xs.min()) * 3, (ys.max() + 1 - ys.min()) * 3))
+    if front:  # mirroring twice (mirrored EXIF, then viewRect mirrored) puts the box on the wrong side
+        twice = _exif_apply(buffer, {90: "leftMirrored", 270: "rightMirrored", 0: "upMirrored", 180: "downMirrored"}[
+            geo.FRAME_ROTATION[(interface, front)]])
+        ys2, xs2 = np.nonzero(twice)
+        wrong = geo.view_rect((xs2.min() / width, ys2.min() / height, w / width, h / height), (width, height), view, mirrored=True)
+        assert wrong[0] != pytest.approx(drawn[0])
+
+
+def test_swift_uses_only_apis_of_its_deployment_target():
+    """iOS 16 target: iOS 17 APIs only behind #available, no MainActor.assumeIsolated (iOS 17, and a
+    trap off the main thread), Vision on the capture queue, unmirrored buffers."""
+    app = SWIFT_GEOMETRY.parents[1]
+    sources = {p.name: p.read_text() for p in app.rglob("*.swift")}
+    everything = "\n".join(sources.values())
+    assert "assumeIsolated" not in everything
+    preview = sources["CameraPreview.swift"]
+    guarded = preview[preview.index("if #available(iOS 17.0, *)"):preview.index("} else if connection.isVideoOrientationSupported")]
+    for api in ("videoRotationAngle", "isVideoRotationAngleSupported"):
+        assert everything.count(api) == guarded.count(api) > 0, api
+    assert "effectiveGeometry" in preview  # iOS 16 API, reports the 180-degree landscape turns too
+    processor = sources["FrameProcessor.swift"]
+    assert "setSampleBufferDelegate(processor, queue: processor.queue)" in processor
+    assert "automaticallyAdjustsVideoMirroring = false" in processor and "isVideoMirrored = false" in processor
+    detector = sources["Detector.swift"]
+    assert detector.count("lock.lock()") >= 3 and "Probabilities.from(" in detector
 
 
 @pytest.mark.parametrize("bundle", ["no dots", "com.example.my_app", "1com.example"])

@@ -1,5 +1,4 @@
 import SwiftUI
-import UIKit
 
 struct ContentView: View {
     @StateObject private var camera = CameraController()
@@ -7,14 +6,19 @@ struct ContentView: View {
 
     var body: some View {
         ZStack(alignment: .top) {
-            CameraPreview(session: camera.session, detections: camera.detections, mirrored: camera.frontCamera)
+            CameraPreview(session: camera.session, detections: camera.detections, imageSize: camera.imageSize,
+                          frontCamera: camera.frontCamera, sessionGeneration: camera.sessionGeneration,
+                          onOrientation: { camera.interfaceOrientationChanged($0) })
                 .ignoresSafeArea()
             VStack(alignment: .leading, spacing: 4) {
                 Text(ModelInfo.displayName).font(.headline)
                 Text(String(format: "%.1f ms  |  %.1f FPS  |  %@", camera.inferenceMs, camera.fps, camera.computeChoice.rawValue))
                     .font(.caption.monospacedDigit())
-                if !ModelInfo.isDetector, let top = camera.detections.first {
-                    Text(String(format: "%@ %.0f%%", top.label, top.confidence * 100)).font(.title2.bold())
+                if !ModelInfo.isDetector {
+                    // top-3 classes with their probabilities
+                    ForEach(camera.detections) { top in
+                        Text(String(format: "%@ %.1f%%", top.label, top.confidence * 100)).font(.title3.bold())
+                    }
                 }
                 Text(camera.status).font(.caption2).foregroundStyle(.secondary)
             }
@@ -38,8 +42,5 @@ struct ContentView: View {
         }
         .onAppear { camera.start() }
         .onDisappear { camera.stop() }
-        .onReceive(NotificationCenter.default.publisher(for: UIDevice.orientationDidChangeNotification)) { _ in
-            camera.orientationChanged(UIDevice.current.orientation)
-        }
     }
 }

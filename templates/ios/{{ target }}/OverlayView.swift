@@ -4,8 +4,6 @@ import UIKit
 final class OverlayView: UIView {
     private var boxes: [CAShapeLayer] = []
     private var texts: [CATextLayer] = []
-    /// Size of the upright camera frame (1280x720 preset).
-    var frameSize = CGSize(width: 720, height: 1280)
 
     override init(frame: CGRect) {
         super.init(frame: frame)
@@ -14,15 +12,15 @@ final class OverlayView: UIView {
 
     required init?(coder: NSCoder) { fatalError("init(coder:) is not used") }
 
-    func show(_ detections: [Detection], mirrored: Bool) {
+    /// detections: normalized rects of the upright image of imageSize; mirrored: the preview
+    /// under this view shows the image mirrored (front camera), so the boxes are mirrored here, once.
+    func show(_ detections: [Detection], imageSize: CGSize, mirrored: Bool) {
         let drawable = detections.filter { $0.rect != .zero }
         while boxes.count < drawable.count { addLayerPair() }
         CATransaction.begin()
         CATransaction.setDisableActions(true)
-        let landscape = bounds.width > bounds.height
-        let imageSize = landscape ? CGSize(width: max(frameSize.width, frameSize.height), height: min(frameSize.width, frameSize.height)) : frameSize
         for (i, box) in boxes.enumerated() {
-            guard i < drawable.count else {
+            guard i < drawable.count, imageSize.width > 0, imageSize.height > 0 else {
                 box.isHidden = true
                 texts[i].isHidden = true
                 continue
@@ -50,7 +48,7 @@ final class OverlayView: UIView {
         let text = CATextLayer()
         text.fontSize = 13
         text.foregroundColor = UIColor.white.cgColor
-        text.contentsScale = UIScreen.main.scale
+        text.contentsScale = traitCollection.displayScale
         layer.addSublayer(text)
         texts.append(text)
     }

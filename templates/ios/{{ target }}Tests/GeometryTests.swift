@@ -2,6 +2,7 @@ import CoreGraphics
 import XCTest
 @testable import {{ target }}
 
+/// The same cases edgepack's Python mirror (edgepack/apps/ios_geometry.py) is tested with on every build.
 final class GeometryTests: XCTestCase {
     func testVisionRectFlipsToTopLeft() {
         let rect = Geometry.topLeftRect(fromVision: CGRect(x: 0.1, y: 0.2, width: 0.3, height: 0.4))
@@ -19,9 +20,31 @@ final class GeometryTests: XCTestCase {
         XCTAssertEqual(left.minX, 150, accuracy: 1e-6)
     }
 
-    func testFrameOrientation() {
+    func testRotationTablesCoverBothLandscapes() {
         XCTAssertEqual(Geometry.frameOrientation(.portrait, frontCamera: false), .right)
-        XCTAssertEqual(Geometry.frameOrientation(.portrait, frontCamera: true), .leftMirrored)
+        XCTAssertEqual(Geometry.frameOrientation(.landscapeRight, frontCamera: false), .up)
+        XCTAssertEqual(Geometry.frameOrientation(.landscapeLeft, frontCamera: false), .down)
+        XCTAssertEqual(Geometry.frameOrientation(.landscapeRight, frontCamera: true), .down)
+        XCTAssertEqual(Geometry.frameOrientation(.landscapeLeft, frontCamera: true), .up)
+        for orientation in InterfaceOrientation.allCases {
+            for front in [false, true] {
+                // Vision never gets a mirrored orientation: the preview's mirroring is undone once, in viewRect
+                let exif = Geometry.frameOrientation(orientation, frontCamera: front)
+                XCTAssertTrue([.up, .down, .left, .right].contains(exif))
+            }
+        }
+    }
+
+    func testUprightSize() {
+        XCTAssertEqual(Geometry.uprightSize(width: 1280, height: 720, rotationDegrees: 90), CGSize(width: 720, height: 1280))
+        XCTAssertEqual(Geometry.uprightSize(width: 1280, height: 720, rotationDegrees: 180), CGSize(width: 1280, height: 720))
+    }
+
+    func testLogitsBecomeProbabilities() {
+        let p = Probabilities.from([2, 1, 0.1], kind: .auto)
+        XCTAssertEqual(p[0], 0.6590012, accuracy: 1e-6)
+        XCTAssertEqual(p.reduce(0, +), 1, accuracy: 1e-6)
+        XCTAssertEqual(Probabilities.from([0.25, 0.75], kind: .auto), [0.25, 0.75])
     }
 
     func testF1() {

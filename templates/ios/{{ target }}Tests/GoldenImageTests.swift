@@ -30,7 +30,7 @@ final class GoldenImageTests: XCTestCase {
 
         let detector = Detector()
         try detector.load(computeUnits: .cpuOnly)  // the reference is fp32 on a CPU
-        let request = try XCTUnwrap(detector.request)
+        let request = try XCTUnwrap(detector.request)  // performed only by this test
         request.imageCropAndScaleOption = .scaleFill  // the golden image is already model-sized
         let (found, _) = Detector.perform(request, handler: VNImageRequestHandler(cgImage: image, options: [:]))
 

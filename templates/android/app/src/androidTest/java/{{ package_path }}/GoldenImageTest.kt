@@ -1,8 +1,8 @@
 package {{ package }}
 
-import android.graphics.Bitmap
 import androidx.test.ext.junit.runners.AndroidJUnit4
 import androidx.test.platform.app.InstrumentationRegistry
+import {{ package }}.core.RgbaFrame
 import org.json.JSONArray
 import org.junit.Assert.assertTrue
 import org.junit.Test
@@ -12,43 +12,49 @@ import java.nio.ByteOrder
 
 /**
  * Runs edgepack's golden input (the first validation image, already preprocessed) through every
- * bundled backend on the device and compares with the host reference detections in
- * golden_expected.json (./gradlew connectedAndroidTest).
+ * backend built into the app, on the device, exactly as camera frames go (an RGBA plane through
+ * Detector.detect), and compares with the host reference in golden_expected.json
+ * (./gradlew connectedAndroidTest).
  */
 @RunWith(AndroidJUnit4::class)
 class GoldenImageTest {
     private val testContext = InstrumentationRegistry.getInstrumentation().context
     private val appContext = InstrumentationRegistry.getInstrumentation().targetContext
 
-    /** The golden tensor turned back into an image the size of the model input (no letterbox needed). */
-    private fun goldenBitmap(): Bitmap {
+    /** The golden tensor turned back into an RGBA frame the size of the model input (no letterbox needed). */
+    private fun goldenFrame(): RgbaFrame {
         val bytes = testContext.assets.open("golden_input.f32").readBytes()
         val floats = FloatArray(bytes.size / 4)
         ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN).asFloatBuffer().get(floats)
         val w = ModelConfig.INPUT_WIDTH
         val h = ModelConfig.INPUT_HEIGHT
         val plane = w * h
-        val pixels = IntArray(plane) { i ->
-            val c = IntArray(3) { ch ->
-                val src = if (ModelConfig.BGR) 2 - ch else ch
-                (floats[src * plane + i] * ModelConfig.STD[src] + ModelConfig.MEAN[src]).toInt().coerceIn(0, 255)
+        val rgba = ByteBuffer.allocateDirect(plane * 4)
+        for (i in 0 until plane) {
+            for (ch in 0 until 3) {
+                // model channel c holds image channel (bgr ? 2 - c : c); pixel values were integers
+                val c = if (ModelConfig.INPUT_CHANNELS == 1) 0 else if (ModelConfig.BGR) 2 - ch else ch
+                val v = floats[c * plane + i] * ModelConfig.STD[c] + ModelConfig.MEAN[c]
+                rgba.put(i * 4 + ch, Math.round(v).coerceIn(0, 255).toByte())
             }
-            (0xFF shl 24) or (c[0] shl 16) or (c[1] shl 8) or c[2]
+            rgba.put(i * 4 + 3, 0xFF.toByte())
         }
-        return Bitmap.createBitmap(pixels, w, h, Bitmap.Config.ARGB_8888)
+        return RgbaFrame(rgba, w, h, rowStride = w * 4)
     }
 
     @Test
     fun everyBackendMatchesTheHostReference() {
         val expected = JSONArray(testContext.assets.open("golden_expected.json").bufferedReader().readText())
-        val frame = goldenBitmap()
-        for (backend in ModelConfig.BACKENDS) {
-            val settings = RunSettings(backend = backend.name)
+        val frame = goldenFrame()
+        assertTrue("no backend is built into this app", Detectors.available.isNotEmpty())
+        for (backend in Detectors.available) {
+            val settings = Detectors.defaultSettings().copy(backend = backend.name)
             Detectors.create(appContext, settings).use { detector ->
                 val result = detector.detect(frame, settings)
                 if (ModelConfig.TASK == "classify") {
-                    val top = result.classes.first().first
+                    val (top, probability) = result.classes.first()
                     assertTrue("${backend.name}: top-1 $top, host reference ${expected.getInt(0)}", top == expected.getInt(0))
+                    assertTrue("${backend.name}: probability $probability", probability in 0f..1f)
                     return@use
                 }
                 var matched = 0
