@@ -120,6 +120,10 @@ def convert(model, force, config, **spec_flags) -> None:
 def next_build_command(manifest: dict) -> str | None:
     """The command that generates app projects from this output folder, runnable as printed:
     only the platforms that have an artifact to bundle."""
+    from edgepack.validate.tasks import app_support
+
+    if not app_support(manifest["model"]["task"], manifest["model"].get("head"))[0]:
+        return None
     built = {e["format"] for e in manifest["artifacts"] if e.get("status") not in ("failed", None)}
     targets = [t for t, formats in (("android", {"ncnn", "mnn", "tflite"}), ("ios", {"coreml"})) if built & formats]
     if not targets:
@@ -148,6 +152,12 @@ def build(model, targets, app_name, package, reconvert, config, **spec_flags) ->
     else:
         console.info(f"using the existing conversion in {out} (--reconvert to redo it)")
     manifest = load_manifest(out)
+    from edgepack.validate.tasks import app_support
+
+    supported, why = app_support(manifest["model"]["task"], manifest["model"].get("head"))
+    if not supported:
+        raise SpecError(why, f"the artifacts in {out} are converted and validated; use them in your own app")
+    console.info(why)
     options = {"name": app_name or spec.app.name, "package": package or spec.app.package}
     with console.step("Generating", f"{', '.join(targets)} project{'s' if len(targets) > 1 else ''}"):
         results = generate_apps(list(dict.fromkeys(targets)), manifest, out, options)  # all rendered before any is written

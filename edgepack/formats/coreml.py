@@ -60,6 +60,29 @@ def _image_scale_bias(job: ConversionJob) -> tuple[float, list[float], bool]:
     return scale, bias, uniform
 
 
+def core_kind(task: str | None, head: str | None) -> str:
+    """How the package is shaped: a classifier (Vision classifications), an NMS pipeline (Vision
+    object observations) or a plain program whose outputs are the model's own (any other task)."""
+    if task == "classify":
+        return "classifier"
+    if task == "detect" and head in ("yolov8", "yolov5"):
+        return "detector"
+    return "plain"
+
+
+def output_feature_names(names: list[str]) -> list[str]:
+    """Core ML feature names for the canonical outputs (identifiers; order kept, clashes numbered)."""
+    result: list[str] = []
+    for i, name in enumerate(names):
+        clean = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name).strip("_") or f"output{i}"
+        if clean[0].isdigit():
+            clean = f"output_{clean}"
+        while clean in result or clean == "image":
+            clean = f"{clean}_{i}"
+        result.append(clean)
+    return result
+
+
 def _wrapped(module: Any, job: ConversionJob) -> Any:
     """The network as Core ML sees it: pixels in (scale/bias applied by the image input, per-channel
     std folded here), detector outputs split and normalized for the NMS model."""
@@ -71,6 +94,7 @@ def _wrapped(module: Any, job: ConversionJob) -> Any:
     uniform = _image_scale_bias(job)[2]
     _, c, h, w = job.model.input_shape
     task, head = m.task, m.head
+    kind = core_kind(task, head)
     per_channel = None if uniform else (torch.tensor(mean[:c], dtype=torch.float32).view(1, c, 1, 1),
                                         torch.tensor(std[:c], dtype=torch.float32).view(1, c, 1, 1))
 
@@ -83,6 +107,8 @@ def _wrapped(module: Any, job: ConversionJob) -> Any:
             if per_channel is not None:
                 x = (x - per_channel[0]) / per_channel[1]
             y = self.net(x)
+            if kind == "plain":  # every output, in the canonical order
+                return tuple(y) if isinstance(y, (list, tuple)) else (y,)
             y = y[0] if isinstance(y, (list, tuple)) else y
             if task == "classify":
                 return y.reshape(1, -1)
@@ -132,10 +158,14 @@ def _network(job: ConversionJob, labels: list[str], compute: str) -> Any:
     scale, bias, _ = _image_scale_bias(job)
     color = {"rgb": ct.colorlayout.RGB, "bgr": ct.colorlayout.BGR}[job.spec.model.color_order] if c == 3 else ct.colorlayout.GRAYSCALE
     image = ct.ImageType(name="image", shape=(1, c, h, w), scale=scale, bias=bias if c == 3 else bias[:1], color_layout=color)
-    is_classifier = job.spec.model.task == "classify"
-    if not is_classifier and sample_out[0].shape[-1] != len(labels):
+    kind = core_kind(job.spec.model.task, job.spec.model.head)
+    is_classifier = kind == "classifier"
+    if kind == "detector" and sample_out[0].shape[-1] != len(labels):
         raise ConversionError(f"coreml: the detector has {sample_out[0].shape[-1]} classes but {len(labels)} labels", "pass the matching --labels file")
-    outputs = None if is_classifier else [ct.TensorType(name="raw_confidence"), ct.TensorType(name="raw_coordinates")]
+    if kind == "plain":
+        outputs = [ct.TensorType(name=n) for n in output_feature_names(job.model.output_names)]
+    else:
+        outputs = None if is_classifier else [ct.TensorType(name="raw_confidence"), ct.TensorType(name="raw_coordinates")]
     with captured_native_output("coremltools", (1, 2)):
         network = ct.convert(
             traced,
@@ -230,7 +260,8 @@ def _set_metadata(mlmodel: Any, job: ConversionJob, labels: list[str]) -> None:
         "task": m.task,
         "head": m.head if m.task == "detect" else "",
         "labels": json.dumps(labels, ensure_ascii=False),
-        "com.apple.coreml.model.preview.type": "objectDetector" if m.task == "detect" else "imageClassifier",
+        **({"com.apple.coreml.model.preview.type": "objectDetector" if m.task == "detect" else "imageClassifier"}
+           if core_kind(m.task, m.head) != "plain" else {}),
     })
 
 
@@ -258,9 +289,9 @@ class CoreMLFormat(TargetFormat):
         import coremltools as ct
 
         labels = list(job.labels or [])
-        if not labels:
+        kind = core_kind(job.spec.model.task, job.spec.model.head)
+        if not labels and kind != "plain":
             raise ConversionError("coreml: the model has no labels", "pass --labels FILE (one class name per line)")
-        is_classifier = job.spec.model.task == "classify"
         scale, bias, _ = _image_scale_bias(job)
         c = job.model.input_shape[1]
         try:
@@ -276,8 +307,8 @@ class CoreMLFormat(TargetFormat):
         except Exception as e:
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise ConversionError(f"coreml: coremltools could not convert the model: {first}", "drop coreml from --formats") from e
-        num_boxes = 0 if is_classifier else int(network.get_spec().description.output[0].type.multiArrayType.shape[0])
-        mlmodel = network if is_classifier else _detector_pipeline(network, labels, num_boxes, job)
+        num_boxes = 0 if kind != "detector" else int(network.get_spec().description.output[0].type.multiArrayType.shape[0])
+        mlmodel = _detector_pipeline(network, labels, num_boxes, job) if kind == "detector" else network
         _set_metadata(mlmodel, job, labels)
         out = job.workdir / "model.mlpackage"
         with captured_native_output("coremltools", (1, 2)):
@@ -285,10 +316,12 @@ class CoreMLFormat(TargetFormat):
         return ConvertedModel(
             files={"model": out},
             input_name="image",
-            output_names=["classLabel"] if is_classifier else ["confidence", "coordinates"],
+            output_names={"classifier": ["classLabel"], "detector": ["confidence", "coordinates"]}.get(
+                kind, output_feature_names(job.model.output_names)),
             details={
                 "deployment_target": DEPLOYMENT_TARGET,
-                "model_type": "classifier (ML Program)" if is_classifier else "pipeline (ML Program + NonMaximumSuppression)",
+                "model_type": {"classifier": "classifier (ML Program)", "detector": "pipeline (ML Program + NonMaximumSuppression)"}.get(
+                    kind, "ML Program (the model's own outputs)"),
                 "image_input": {"scale": scale, "bias": bias, "color_layout": job.spec.model.color_order if c == 3 else "gray"},
                 "weight_compression": "int8 linear symmetric (per channel)" if job.precision == "int8-weight" else None,
             },
@@ -325,6 +358,9 @@ class CoreMLRunner:
         self.std = np.asarray(pre["std"][:c], np.float32).reshape(1, c, 1, 1)
         self.shape = tuple(entry["outputs"][0]["shape"])
         self.task, self.head = entry["task"], entry.get("head")
+        self.kind = core_kind(self.task, self.head)
+        self.shapes = [tuple(o["shape"]) for o in entry["outputs"]]
+        self.features = output_feature_names([o["name"] for o in entry["outputs"]])
         self.keep: tuple[str, ...] = ()
         self.broken: Exception | None = None
         try:
@@ -338,7 +374,9 @@ class CoreMLRunner:
             return
         program = self.package.network
         self.input_name = next(iter(program.inputs))
-        if self.task == "classify":
+        if self.kind == "plain":
+            pass  # the program's outputs are the canonical outputs, by name
+        elif self.task == "classify":
             step = next((s for s in program.steps if s.type == "classify"), None)
             if step is None:
                 raise RuntimeUnavailable("the classifier program has no classify op: structure checked, numbers not")
@@ -366,6 +404,8 @@ class CoreMLRunner:
             raise RuntimeError(f"coremltools cannot read the package: {self.broken}")
         with blas_threads(self.threads):
             out = self.package.network.run({self.input_name: self.pixels(x)}, keep=self.keep)
+        if self.kind == "plain":
+            return [np.asarray(out[f], np.float32).reshape(shape) for f, shape in zip(self.features, self.shapes)]
         if self.keep:
             return [np.asarray(out[self.keep[0]], np.float32).reshape(self.shape)]
         confidence = np.asarray(out["raw_confidence"], np.float32)
@@ -508,12 +548,18 @@ def static_checks(path: Path, entry: dict[str, Any], labels: list[str]) -> list[
     _, _, h, w = entry["inputs"][0]["shape"]  # NCHW
     check("image input", image["type"] == "imageType" and (image["width"], image["height"]) == (w, h),
           f"{image['name']}: {image['type']} {image.get('width')}x{image.get('height')} {image.get('color_space', '')}")
-    check("labels", facts["labels"] == labels, f"{len(facts['labels'])} labels in the model, {len(labels)} in labels.txt")
+    kind = core_kind(entry["task"], entry.get("head"))
+    if kind != "plain":
+        check("labels", facts["labels"] == labels, f"{len(facts['labels'])} labels in the model, {len(labels)} in labels.txt")
     meta = facts["metadata"]
     required = ("edgepack_version", "source_sha256", "task")
     check("metadata", all(meta["user_defined"].get(k) for k in required) and meta["author"] and meta["version"],
           f"author {meta['author']!r}, version {meta['version']!r}, user keys {sorted(meta['user_defined'])}")
-    if entry["task"] == "classify":
+    if kind == "plain":
+        outputs = [o["name"] for o in facts["outputs"]]
+        expected = output_feature_names([o["name"] for o in entry["outputs"]])
+        check("outputs", outputs == expected, f"outputs {outputs}, expected {expected}")
+    elif kind == "classifier":
         check("classifier", facts["predicted_feature"] == "classLabel", f"predicted feature {facts['predicted_feature']!r}")
     else:
         nms = facts["nms"] or {}
