@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 NOT_LOADED = {
     "ai_edge_litert/vendors/": "LiteRT's accelerator-vendor plugins (OpenVINO, Qualcomm QNN) load only next to those SDKs",
     "torchao/_C_": "torchao's CUDA kernels and builds for other Python versions",
+    "openvino/libs/libopenvino_intel_gpu_plugin.so": "OpenVINO's Intel GPU plugin (needs an OpenCL driver) loads only for device GPU; edgepack runs OpenVINO on the CPU",
     "torchvision/": "PyPI's torchvision is a CUDA build; edgepack uses none of its ops (onnx2torch needs them only for NMS/RoiAlign, refused by name)",
 }
 
