@@ -53,6 +53,8 @@ def _spec_options(f):
         click.option("--labels", type=click.Path(), help="Text file, one class name per line."),
         click.option("--calib", type=click.Path(), help="Folder of calibration images (int8)."),
         click.option("--calib-count", type=int, help="How many calibration images to use (default 200)."),
+        click.option("--calib-method", type=click.Choice(["minmax", "percentile", "kl"]),
+                     help="Activation ranges for int8: minmax (default), percentile (99.99) or kl (ncnn; MNN: KL)."),
         click.option("--int8-skip", help="Comma list of layer names to keep in float in int8 models."),
         click.option("--int8-io", type=click.Choice(["int8", "float"]), help="TFLite full int8: int8 (default) or float input/output."),
         click.option("--explain", is_flag=True, help="Print which layers lose most when quantized (int8)."),

@@ -25,7 +25,7 @@ model:
 calibration:                # int8 only
   # images: calib/          # a folder of representative images (100+ recommended)
   count: 200                # sampled with a fixed seed
-  method: kl                # kl | minmax | percentile (ncnn; MNN maps them to KL / EMA)
+  method: minmax            # minmax | percentile | kl (ncnn; MNN: EMA, or KL for kl)
   seed: 0
   int8_io: int8             # TFLite full int8: int8 | float input/output tensors
 

@@ -60,10 +60,13 @@ def print_sensitivity(manifest: dict[str, Any]) -> None:
     for entry in manifest["artifacts"]:
         rows = (entry.get(entry["format"]) or {}).get("sensitivity")
         if rows:
+            method = ((entry.get(entry["format"]) or {}).get("calibration") or {}).get("method", "")
             console.table(
-                f"int8 sensitivity of {entry['id']}: output when only this layer is int8 (worst first)",
-                ("layer", "PSNR dB", "cosine"),
-                [(r["layer"], f"{r['psnr']:.1f}", f"{r['cosine']:.9f}") for r in rows[:15]],
+                f"int8 sensitivity of {entry['id']}: output when only this layer is int8 (worst first); "
+                f"activation range: absmax, the {method} threshold and the share of values it clips",
+                ("layer", "PSNR dB", "cosine", "absmax", "threshold", "clipped %"),
+                [(r["layer"], f"{r['psnr']:.1f}", f"{r['cosine']:.9f}", _fmt(r.get("absmax"), ".4g"),
+                  _fmt(r.get("threshold"), ".4g"), _fmt(r.get("clipped_percent"), ".3f")) for r in rows[:15]],
             )
 
 

@@ -57,7 +57,7 @@ class ModelSpec:
 class CalibrationSpec:
     images: str | None = None
     count: int = 200
-    method: str = "kl"
+    method: str = "minmax"  # ncnn: minmax | percentile | kl; MNN: EMA unless kl
     seed: int = 0
     int8_skip: list[str] = field(default_factory=list)  # layers kept in float (ncnn layer names)
     auto_mixed: bool = True  # keep stem and head in float when int8 task agreement is too low
@@ -278,6 +278,8 @@ def _apply_overrides(spec: BuildSpec, o: Mapping[str, Any]) -> BuildSpec:
         spec.calibration.images = str(o["calib"])
     if o.get("calib_count"):
         spec.calibration.count = int(o["calib_count"])
+    if o.get("calib_method"):
+        spec.calibration.method = o["calib_method"]
     if o.get("explain"):
         spec.calibration.explain = True
     if o.get("int8_io"):

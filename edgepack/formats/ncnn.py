@@ -145,7 +145,7 @@ class NcnnFormat(TargetFormat):
         if job.precision == "int8":
             from edgepack.quantize import ncnn_int8
 
-            files, quant_details = ncnn_int8.quantize(job, param, bin_path, input_blob)
+            files, quant_details = ncnn_int8.quantize(job, param, bin_path, input_blob, output_blobs)
             details.update(quant_details)
         return ConvertedModel(files=files, input_name=input_blob, output_names=output_blobs, details=details)
 

@@ -212,29 +212,9 @@ class TfliteFormat(TargetFormat):
         )
 
     def _full_int8(self, job: ConversionJob, fp32: Path, out: Path) -> dict[str, Any]:
-        from edgepack.quantize.agreement import agreement_with_reference, artifact_entry
-        from edgepack.validate.validator import TASK_FLOOR
+        from edgepack.quantize.agreement import artifact_entry
 
-        calibration = job.calibration()
-        nhwc = calibration.transpose(0, 1, 3, 4, 2)  # N x 1 x C x H x W -> N x 1 x H x W x C
-        io_type = job.spec.calibration.int8_io
-        float_tensors = list(job.spec.calibration.int8_skip)
-        tflite_quant.full_int8(fp32, out, nhwc, io_type, io_type, float_tensors)
-        check = calibration[:16]
-        agreement = agreement_with_reference(job, TfliteRunner(out, artifact_entry(job, "int8", "NHWC"), 2), check)
-        details: dict[str, Any] = {"io_type": io_type, "calibration": {"method": "minmax (ai-edge-quantizer)", "images": int(len(calibration))}}
-        if job.spec.calibration.auto_mixed and agreement < TASK_FLOOR["int8"]:
-            # keep the stem, the heads and the decode tail in float, and the output tensor float too:
-            # one int8 scale cannot hold box coordinates (0..input size) and scores (0..1) together
-            before = agreement
-            float_tensors += [n for n in tflite_quant.tail_and_stem_tensors(fp32) if n not in float_tensors]
-            tflite_quant.full_int8(fp32, out, nhwc, io_type, "float", float_tensors)
-            agreement = agreement_with_reference(job, TfliteRunner(out, artifact_entry(job, "int8", "NHWC"), 2), check)
-            details["mixed_precision"] = {"reason": f"task agreement {before:.3f} < {TASK_FLOOR['int8']}", "before": round(before, 4)}
-            details["io_type"] = f"{io_type} input, float output"
-        details["float_layers"] = len(float_tensors)
-        details["calibration"]["task_agreement_on_calibration"] = round(agreement, 4)
-        return details
+        return tflite_quant.quantize_job(job, fp32, out, lambda path: TfliteRunner(path, artifact_entry(job, "int8", "NHWC"), 2))
 
     def open_runner(self, files: dict[str, Path], entry: dict[str, Any], threads: int) -> HostRunner:
         return TfliteRunner(files["model"], entry, threads)

@@ -1,12 +1,26 @@
-"""MNN full int8 (weights and activations) through the wheel's native quantization tool,
-with a generated preprocess config. The calibration images are written already letterboxed or
-resized exactly as edgepack preprocesses, so MNN's own resize is the identity and its
-mean/normal match the spec. Feature methods: KL (our `kl`) or EMA (`minmax`/`percentile`);
-ADMM is not offered: it crashes MNN 3.6.1."""
+"""MNN full int8 (weights and activations) through the wheel's native quantization tool, with a
+generated config. The calibration images are written already letterboxed or resized exactly as
+edgepack preprocesses, so MNN's own resize is the identity and its mean/normal match the spec.
+
+How edgepack drives MNN's quantizer (measured with MNN 3.6.1, tools/quantization/calibration.cpp):
+- default: feature method EMA, weights MAX_ABS, `winogradOpt` false (EMA turns it on by
+  default, and its Winograd-aware scales are lossy), no skip list (EMA ignores skip lists);
+- KL (asked for with `method: kl`, or needed because layers must stay float) collects statistics
+  in a debug session whose callbacks see MNN's RUN-TIME op names (`<op>_raster_<i>` for
+  reshape/slice/concat, generated names for decomposed ops), while the weight step matches the
+  model's op names: the skip list carries both. The ops that write a graph output are always
+  skipped, so no output tensor carries an int8 scale (one scale over a concatenated YOLO output
+  rounds every class score to exactly 0);
+- every result is checked: no graph output may carry int8 quantization (read from the
+  converter's JSON dump of the .mnn), and the int8 check of quantize/agreement.py runs it in a
+  fresh process (MNN's Python runtime keeps state between int8 models in one process).
+ADMM is not offered: it crashes MNN 3.6.1.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +30,24 @@ from edgepack.errors import ConversionError
 from edgepack.tools import run_python
 
 QUANT_SNIPPET = "import sys, _tools\n_tools.mnnquant(sys.argv[1:])\n"
-FEATURE_METHOD = {"kl": "KL", "minmax": "EMA", "percentile": "EMA"}
+JSON_SNIPPET = "import sys, _tools\n_tools.mnnconvert(sys.argv[1:])\n"
+# The op names an MNN session executes, in order, written to argv[2] as JSON (MNN prints on fd 1).
+RUNTIME_NAMES_SNIPPET = """
+import json, sys
+import MNN
+interpreter = MNN.Interpreter(sys.argv[1])
+session = interpreter.createSession({"backend": "CPU", "numThread": 1})
+names = []
+def begin(tensors, info):
+    names.append([info.getType(), info.getName()])
+    return True
+interpreter.runSessionWithCallBackInfo(session, begin, lambda tensors, info: True)
+open(sys.argv[2], "w").write(json.dumps(names))
+"""
+RASTER = re.compile(r"^(.*)_raster_\d+$")
+BASE_CONFIG = {"weight_quantize_method": "MAX_ABS"}
+EMA_CONFIG = {"feature_quantize_method": "EMA", "winogradOpt": False}
+KL_CONFIG = {"feature_quantize_method": "KL"}
 
 
 def write_calibration_images(tensors: np.ndarray, mean, std, folder: Path) -> None:
@@ -33,11 +64,10 @@ def write_calibration_images(tensors: np.ndarray, mean, std, folder: Path) -> No
         Image.fromarray(image[..., 0] if image.shape[2] == 1 else image).save(folder / f"{i:05d}.png")
 
 
-def stem_and_head_ops(onnx_path: Path) -> list[str]:
-    """The conv reading the image, the convs with no conv downstream (detection heads) and every
-    op after them (in-graph box decoding: grid offsets, concat, sigmoid), by MNN op name (the
-    output tensor's name). MNN's full int8 also quantizes those tail ops, which destroys decoded
-    boxes; keeping them in float is the fix."""
+def onnx_regions(onnx_path: Path) -> dict[str, list[str]]:
+    """By ONNX output tensor name (which MNN's converter uses as op name): `stem` (the conv
+    reading the image), `heads` (convs with no conv downstream) and `tail` (every op after a
+    head: in-graph box decoding, sigmoid, the concat of boxes and scores)."""
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
@@ -57,54 +87,168 @@ def stem_and_head_ops(onnx_path: Path) -> list[str]:
         return found
 
     image = graph.input[0].name
-    keep: dict[str, None] = {}
+    regions: dict[str, dict[str, None]] = {"stem": {}, "heads": {}, "tail": {}}
     for node in graph.node:
         if node.op_type != "Conv":
             continue
         after = downstream(node)
         if image in node.input:
-            keep[node.output[0]] = None
+            regions["stem"][node.output[0]] = None
         if not any(n.op_type == "Conv" for n in after):
-            keep[node.output[0]] = None
-            keep.update((n.output[0], None) for n in after)
-    return list(keep)
+            regions["heads"][node.output[0]] = None
+            regions["tail"].update((n.output[0], None) for n in after)
+    return {k: list(v) for k, v in regions.items()}
 
 
-def _agreement(job, model_path: Path, inputs: np.ndarray) -> float:
-    from edgepack.formats.mnn import MnnRunner
-    from edgepack.quantize.agreement import agreement_with_reference, artifact_entry
+def model_json(model_path: Path, workdir: Path) -> dict[str, Any]:
+    """The .mnn as MNN's converter dumps it to JSON (`-f MNN --JsonFile`)."""
+    out = workdir / f"{model_path.stem}.dump.json"
+    run_python("mnn json dump", JSON_SNIPPET, ["mnnconvert", "-f", "MNN", "--modelFile", str(model_path), "--JsonFile", str(out)],
+               cwd=workdir, log_file=workdir / f"{model_path.stem}.dump.log")
+    if not out.is_file():
+        raise ConversionError(f"mnn: could not dump {model_path.name} to JSON (log: {workdir / f'{model_path.stem}.dump.log'})")
+    doc = json.loads(out.read_text())
+    out.unlink()  # large (weights as text); only the structure was needed
+    return doc
 
-    return agreement_with_reference(job, MnnRunner(model_path, artifact_entry(job, "int8"), 2), inputs)
+
+def graph_outputs(doc: dict[str, Any]) -> dict[int, str]:
+    """Tensor index -> name of the graph outputs: `outputName` when the dump has it (the
+    converter writes it, the EMA quantizer does not), else the tensors no op consumes."""
+    names = doc.get("tensorName", [])
+    if doc.get("outputName"):
+        return {names.index(n): n for n in doc["outputName"] if n in names}
+    consumed = {i for op in doc.get("oplists", []) for i in op.get("inputIndexes") or []}
+    produced = [i for op in doc.get("oplists", []) for i in op.get("outputIndexes") or []]
+    return {i: names[i] for i in produced if i not in consumed}
+
+
+def int8_outputs(doc: dict[str, Any]) -> list[str]:
+    """Graph outputs that carry int8 quantization: an int8 quantInfo in the tensor describes, or
+    written by an op that produces int8 (FloatToInt8)."""
+    outputs = graph_outputs(doc)
+    found: dict[str, None] = {}
+    for describe in doc.get("extraTensorDescribe", []) or []:
+        info = describe.get("quantInfo") or {}
+        # scale 0 is the quantizer's placeholder for "no statistics": the tensor stays float
+        if describe.get("index") in outputs and info.get("type", "DT_INT8") in ("DT_INT8", 6) and info.get("scale", 0):
+            found[outputs[describe["index"]]] = None
+    for op in doc.get("oplists", []):
+        if op.get("type") == "FloatToInt8" and any(i in outputs for i in op.get("outputIndexes") or []):
+            found.update((outputs[i], None) for i in op["outputIndexes"] if i in outputs)
+    return list(found)
+
+
+def output_ops(doc: dict[str, Any]) -> list[str]:
+    """Names of the ops that write graph outputs, and of the ops between them and the last
+    op with a real computation (ConvertTensor / Reshape / Concat chains at the end)."""
+    producers = {i: op for op in doc.get("oplists", []) for i in op.get("outputIndexes") or []}
+    passthrough = {"ConvertTensor", "Reshape", "Concat", "Squeeze", "Unsqueeze", "Permute", "Transpose", "Flatten", "Cast"}
+    found: dict[str, None] = {}
+    frontier = list(graph_outputs(doc))
+    while frontier:
+        op = producers.get(frontier.pop())
+        if op is None or op["name"] in found:
+            continue
+        found[op["name"]] = None
+        if op.get("type") in passthrough:
+            frontier.extend(op.get("inputIndexes") or [])
+    return list(found)
+
+
+def runtime_names(model_path: Path, workdir: Path) -> list[tuple[str, str]]:
+    """(type, name) of every op an MNN session executes, in order (run in a child process)."""
+    out = workdir / f"{model_path.stem}.runtime-ops.json"
+    run_python("mnn op names", RUNTIME_NAMES_SNIPPET, [str(model_path), str(out)], cwd=workdir,
+               log_file=workdir / f"{model_path.stem}.runtime-ops.log")
+    if not out.is_file():
+        raise ConversionError(f"mnn: could not list the run-time ops of {model_path.name}")
+    return [tuple(x) for x in json.loads(out.read_text())]  # type: ignore[misc]
+
+
+def runtime_skip_names(op_names: list[str], runtime: list[tuple[str, str]]) -> list[str]:
+    """Everything MNN's KL quantizer must see to keep `op_names` (model op names) in float: the
+    names themselves (matched by the weight step), their run-time rasters `<op>_raster_<i>`, and
+    the generated names of ops decomposed from them (at run time they come right before the op
+    they belong to)."""
+    wanted = set(op_names)
+    result: dict[str, None] = {n: None for n in op_names}
+    pending: list[str] = []
+    for _, name in runtime:
+        raster = RASTER.match(name)
+        base = raster.group(1) if raster else name
+        if base in wanted:
+            result[name] = None
+            result.update((p, None) for p in pending)
+            pending = []
+        elif not _is_model_name(base):  # generated: belongs to the next named op
+            pending.append(name)
+        else:
+            pending = []
+    return list(result)
+
+
+def _is_model_name(name: str) -> bool:
+    """Run-time names MNN generates for decomposed ops look like `BinaryOp155`, `UnaryOp153`."""
+    return not re.fullmatch(r"[A-Za-z]+\d+", name)
 
 
 def quantize(job, fp32_model: Path) -> tuple[Path, dict[str, Any]]:
-    """Full int8; when the task agreement on calibration images falls below the int8 floor,
-    again with the stem and head convs kept in float."""
-    from edgepack.validate.validator import TASK_FLOOR
+    """Full int8 with the working configuration (EMA); when the int8 check fails, again with KL
+    and the stem, heads and decode tail kept in float (by model and run-time op names)."""
+    from edgepack import console
 
-    skip = list(job.spec.calibration.int8_skip)
-    out, details = _quantize(job, fp32_model, skip, "int8")
-    check = job.calibration()[:16]
-    agreement = _agreement(job, out, check)
-    if job.spec.calibration.auto_mixed and agreement < TASK_FLOOR["int8"]:
-        extra = [n for n in stem_and_head_ops(job.model.onnx_path) if n not in skip]
-        out, details = _quantize(job, fp32_model, skip + extra, "int8-mixed")
-        details["mixed_precision"] = {"reason": f"task agreement {agreement:.3f} < {TASK_FLOOR['int8']}", "before": agreement}
-        skip += extra
-        agreement = _agreement(job, out, check)
-    details["float_layers"] = skip
-    details["calibration"]["task_agreement_on_calibration"] = round(agreement, 4)
+    calib = job.spec.calibration
+    doc = model_json(fp32_model, job.workdir)
+    runtime = runtime_names(fp32_model, job.workdir)
+    known = {op["name"] for op in doc.get("oplists", [])} | {name for _, name in runtime}
+    skip = [n for n in calib.int8_skip if n in known]
+    unknown = [n for n in calib.int8_skip if n not in known]
+    if unknown:
+        console.warn(f"mnn int8: --int8-skip names no MNN op: {', '.join(unknown)} (MNN op names are the ONNX output tensor names)")
+    regions = onnx_regions(job.model.onnx_path)
+    # KL keeps the heads and everything after them float (an int8 head output feeding the float
+    # decode tail loses the class scores in MNN 3.6.1, even with the output itself float)
+    kl_floor = [n for n in regions["heads"] + regions["tail"] if n in known]
+    use_kl = calib.method == "kl" or bool(skip)
+    out, details = _quantize(job, fp32_model, "int8", skip + kl_floor if use_kl else [], runtime, doc, use_kl)
+    if use_kl and calib.method != "kl":
+        details["calibration"]["note"] = "KL because layers are kept float (MNN's EMA ignores skip lists)"
+    result = _check(job, out)
+    float_ops = skip + kl_floor if use_kl else []
+    if calib.auto_mixed and not result.passed:
+        before = result
+        float_ops = list(dict.fromkeys(skip + [n for n in regions["stem"] + kl_floor]))
+        out, details = _quantize(job, fp32_model, "int8-mixed", float_ops, runtime, doc, True)
+        result = _check(job, out)
+        details["mixed_precision"] = {"reason": "; ".join(before.reasons), "before": before.record()}
+    details["float_layers"] = float_ops
+    details["calibration"]["int8_check"] = result.record()
+    details["calibration"]["task_agreement_on_calibration"] = round(result.value, 4)
     return out, details
 
 
-def _quantize(job, fp32_model: Path, skip: list[str], folder: str) -> tuple[Path, dict[str, Any]]:
+def _check(job, model_path: Path):
+    """The int8 check of quantize/agreement.py, the model run in a fresh process."""
+    from edgepack.formats.mnn import MnnChildRunner
+    from edgepack.quantize.agreement import artifact_entry, check_runner
+
+    runner = MnnChildRunner(model_path, artifact_entry(job, "int8"), 2)
+    try:
+        return check_runner(job, runner)
+    finally:
+        runner.close()
+
+
+def _quantize(job, fp32_model: Path, folder: str, skip: list[str], runtime: list[tuple[str, str]],
+              doc: dict[str, Any], use_kl: bool) -> tuple[Path, dict[str, Any]]:
     spec = job.spec
     tensors = job.calibration()
     _, channels, height, width = job.model.input_shape
     images = job.workdir / "calibration"
     if not images.exists():
         write_calibration_images(tensors, spec.model.mean, spec.model.std, images)
-    config = {
+    config: dict[str, Any] = {
         "format": "GRAY" if channels == 1 else "RGB",  # PNGs are stored in the tensor's channel order
         "mean": list(spec.model.mean[:channels]),
         "normal": [1.0 / s for s in spec.model.std[:channels]],
@@ -112,20 +256,34 @@ def _quantize(job, fp32_model: Path, skip: list[str], folder: str) -> tuple[Path
         "height": height,
         "path": str(images) + "/",
         "used_image_num": int(len(tensors)),
-        "feature_quantize_method": FEATURE_METHOD[spec.calibration.method],
-        "weight_quantize_method": "MAX_ABS",
+        **BASE_CONFIG,
+        **(KL_CONFIG if use_kl else EMA_CONFIG),
     }
-    if skip:
-        config["skip_quant_op_names"] = list(skip)
+    if use_kl:
+        # model op names (the weight step) and run-time names (the statistics step); the ops
+        # writing graph outputs always stay float: no output tensor gets an int8 scale
+        config["skip_quant_op_names"] = runtime_skip_names(list(dict.fromkeys(skip + output_ops(doc))), runtime)
     config_path = job.workdir / f"{folder}.json"
     config_path.write_text(json.dumps(config, indent=2))
     out = job.workdir / folder / "model.mnn"
     out.parent.mkdir()
     output = run_python(
         "mnn int8", QUANT_SNIPPET, ["mnnquant", str(fp32_model), str(out), str(config_path)],
-        cwd=job.workdir, log_file=job.workdir / "mnnquant.log",
+        cwd=job.workdir, log_file=job.workdir / f"{folder}.mnnquant.log",
     )
     if "Quantize model done" not in output or not out.is_file():
         tail = " | ".join(output.strip().splitlines()[-2:])
-        raise ConversionError(f"mnn int8: quantization failed: {tail} (log: {job.workdir / 'mnnquant.log'})")
-    return out, {"calibration": {"method": config["feature_quantize_method"], "images": int(len(tensors))}}
+        raise ConversionError(f"mnn int8: quantization failed: {tail} (log: {job.workdir / f'{folder}.mnnquant.log'})")
+    int8 = int8_outputs(model_json(out, job.workdir))
+    if int8:
+        raise ConversionError(
+            f"mnn int8: output {', '.join(int8)} carries int8 quantization (one scale over boxes and scores loses the scores)",
+            "keep MNN at int8-weight for this model, or report it",
+        )
+    record: dict[str, Any] = {"method": config["feature_quantize_method"], "weights": config["weight_quantize_method"],
+                              "images": int(len(tensors))}
+    if not use_kl:
+        record["winograd_opt"] = False
+    else:
+        record["skip_quant_op_names"] = len(config["skip_quant_op_names"])
+    return out, {"calibration": record}

@@ -10,14 +10,15 @@ layer's lines keeps that layer in float):
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgepack.errors import ConversionError, SpecError
-from edgepack.quantize.calibration import BlobStats
+from edgepack.quantize.calibration import METHODS, BlobStats
 from edgepack.quantize.ncnn_model import Blob, Layer, ParamFile, raw, read_bin, tagged_fp16, tagged_int8, write_bin
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ FUSABLE = ("Convolution", "ConvolutionDepthWise")
 class Table:
     weight_scales: dict[str, np.ndarray]
     blob_scales: dict[str, float]
+    # per layer: the measured blob, its absmax, the chosen threshold and the share of values it clips
+    ranges: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def text(self) -> str:
         lines = [f"{name}_param_0 " + " ".join(f"{s:.9g}" for s in scales) for name, scales in self.weight_scales.items()]
@@ -84,6 +87,20 @@ def quantize_weights(weights: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return np.clip(rounded, -127, 127).astype(np.int8).ravel()
 
 
+def calibration_blobs(param: ParamFile, layers: list[Layer]) -> dict[str, str]:
+    """Layer name -> the blob whose statistics give its bottom scale. A Split's outputs hold the
+    same values as its input, so layers reading different outputs of one Split share one blob
+    (extracted and measured once)."""
+    producer = {top: layer for layer in param.layers for top in layer.tops}
+    result = {}
+    for layer in layers:
+        blob = layer.bottoms[0]
+        while blob in producer and producer[blob].type == "Split":
+            blob = producer[blob].bottoms[0]
+        result[layer.name] = blob
+    return result
+
+
 def calibrate(
     param_path: Path,
     bin_path: Path,
@@ -91,43 +108,54 @@ def calibrate(
     calibration: np.ndarray,
     method: str,
     skip: set[str] = frozenset(),
+    threads: int | None = None,
+    histograms: bool | None = None,
 ) -> Table:
     """Weight scales from the fp32 weights; bottom-blob scales from the calibration images run
-    through the fp32 model on the ncnn runtime itself."""
+    once through the fp32 model on the ncnn runtime itself (one pass: absmax and, for
+    percentile/kl or when `histograms` is set, the histogram of |x| together)."""
     import ncnn
 
     from edgepack.formats.ncnn import strict_fp32
 
+    if method not in METHODS:
+        raise SpecError(f"calibration method {method!r} is not valid (choose from: {', '.join(METHODS)})")
     param = ParamFile.read(param_path)
     per_layer = read_bin(param, bin_path)
     layers = [(i, l) for i, l in enumerate(param.layers) if l.type in QUANTIZABLE and l.name not in skip and not l.get(19, 0)]
     table = Table({}, {})
     for i, layer in layers:
         table.weight_scales[layer.name] = weight_scales(layer, per_layer[i][0].floats())
+    blob_of = calibration_blobs(param, [l for _, l in layers])
+    # extraction in the order the blobs are produced, as ncnn2table does (light mode frees the rest)
+    order = {top: index for index, layer in enumerate(param.layers) for top in layer.tops}
+    blobs = sorted(set(blob_of.values()), key=lambda b: order.get(b, -1))
+    want_histograms = method != "minmax" if histograms is None else histograms
+    stats = {blob: BlobStats(histogram=want_histograms) for blob in blobs}
     net = ncnn.Net()
     strict_fp32(net.opt)
-    net.opt.num_threads = 2
+    net.opt.num_threads = threads or os.cpu_count() or 1
     net.load_param(str(param_path))
     net.load_model(str(bin_path))
-    stats = {layer.name: BlobStats() for _, layer in layers}
-    rng = np.random.default_rng(0)
-    for pass_index in (0, 1):
-        for x in calibration:
-            ex = net.create_extractor()
-            ex.set_light_mode(False)  # keep intermediate blobs to extract several
-            data = np.ascontiguousarray(x[0], np.float32)
-            ex.input(input_blob, ncnn.Mat(data))
-            for _, layer in layers:
-                ret, mat = ex.extract(layer.bottoms[0])
-                if ret != 0:
-                    raise ConversionError(f"ncnn int8: cannot extract blob {layer.bottoms[0]} during calibration")
-                values = np.array(mat)
-                if pass_index == 0:
-                    stats[layer.name].add_absmax(values)
-                else:
-                    stats[layer.name].add_histogram(values, rng)
+    for x in calibration:
+        ex = net.create_extractor()
+        ex.set_light_mode(True)
+        ex.input(input_blob, ncnn.Mat(np.ascontiguousarray(x[0], np.float32)))
+        for blob in blobs:
+            mat = ncnn.Mat()
+            if ex.extract(blob, mat) != 0:
+                raise ConversionError(f"ncnn int8: cannot extract blob {blob} during calibration")
+            stats[blob].add(np.asarray(mat))
     for _, layer in layers:
-        table.blob_scales[layer.name] = stats[layer.name].scale(method)
+        blob_stats = stats[blob_of[layer.name]]
+        threshold = blob_stats.threshold(method)
+        table.blob_scales[layer.name] = 1.0 if threshold == 0 else 127.0 / max(threshold, 1e-12)
+        table.ranges[layer.name] = {
+            "blob": blob_of[layer.name],
+            "absmax": blob_stats.absmax,
+            "threshold": threshold,
+            "clipped": blob_stats.clipped_fraction(threshold) if blob_stats.fine is not None else 0.0,
+        }
     return table
 
 
@@ -232,22 +260,20 @@ def run_ncnn(param: Path, bin_path: Path, input_blob: str, inputs: np.ndarray, f
     return np.stack(outputs)
 
 
-def _agreement(param: Path, bin_path: Path, reference: tuple[Path, Path], job, input_blob: str, inputs: np.ndarray) -> float:
-    """Task agreement of an int8 model with the fp32 ncnn model on some calibration images."""
-    from edgepack.validate.validator import TaskSpec, task_agreement, task_outputs
+def _check(job, param: Path, bin_path: Path, input_blob: str, output_blobs: list[str]):
+    """The int8 check (quantize/agreement.py) of an ncnn int8 model against the ONNX reference."""
+    from edgepack.formats.ncnn import NcnnRunner
+    from edgepack.quantize.agreement import artifact_entry, check_runner
 
-    shape = (len(inputs), *job.model.output_shapes[0])
-    fp32 = run_ncnn(*reference, input_blob, inputs, fp32=True).reshape(shape)
-    int8 = run_ncnn(param, bin_path, input_blob, inputs, fp32=False).reshape(shape)
-    task = TaskSpec.for_job(job)
-    result = task_agreement(task, task_outputs(task, [fp32]), task_outputs(task, [int8]))
-    return result[1] if result else 1.0
+    entry = {**artifact_entry(job, "int8"), "ncnn": {"input_blob": input_blob, "output_blobs": output_blobs}}
+    return check_runner(job, NcnnRunner(param, bin_path, entry, os.cpu_count() or 1))
 
 
-def quantize(job, param: Path, bin_path: Path, input_blob: str) -> tuple[dict[str, Path], dict[str, Any]]:
-    """Calibrate, write the table, rewrite to int8; fall back to float stem and head layers when
-    the task agreement on calibration images drops below the int8 floor."""
-    from edgepack.validate.validator import TASK_FLOOR
+def quantize(job, param: Path, bin_path: Path, input_blob: str, output_blobs: list[str]) -> tuple[dict[str, Path], dict[str, Any]]:
+    """Calibrate (min-max unless asked otherwise), write the table, rewrite to int8; fall back to
+    float stem and head layers when the int8 check (box F1 on images with objects, class-score
+    channels apart) fails."""
+    import time
 
     calib = job.spec.calibration
     inputs = job.calibration()
@@ -260,28 +286,36 @@ def quantize(job, param: Path, bin_path: Path, input_blob: str) -> tuple[dict[st
     out_dir = job.workdir / "int8"
     out_dir.mkdir()
     out_param, out_bin, out_table = out_dir / "model.ncnn.param", out_dir / "model.ncnn.bin", out_dir / "model.ncnn.table"
-    table = calibrate(param, bin_path, input_blob, inputs, calib.method)
+    start = time.perf_counter()
+    table = calibrate(param, bin_path, input_blob, inputs, calib.method, histograms=calib.explain or None)
+    seconds = time.perf_counter() - start
     kept: set[str] = set(skip)
-    details: dict[str, Any] = {"calibration": {"method": calib.method, "images": int(len(inputs))}}
-    applied = _without(table, kept)
-    details.update(apply_table(param, bin_path, applied, out_param, out_bin))
-    check = inputs[: min(len(inputs), 16)]
-    agreement = _agreement(out_param, out_bin, (param, bin_path), job, input_blob, check)
-    if calib.auto_mixed and agreement < TASK_FLOOR["int8"]:
+    details: dict[str, Any] = {
+        "calibration": {"method": calib.method, "images": int(len(inputs)), "seconds": round(seconds, 2), "threads": os.cpu_count() or 1}
+    }
+    details.update(apply_table(param, bin_path, _without(table, kept), out_param, out_bin))
+    check = _check(job, out_param, out_bin, input_blob, output_blobs)
+    if calib.auto_mixed and not check.passed:
         extra = head_and_stem_layers(parsed, input_blob) - kept
-        log.warning("ncnn int8: task agreement %.3f on calibration images; keeping %s in float", agreement, sorted(extra))
+        log.warning("ncnn int8: %s; keeping %s in float", "; ".join(check.reasons), sorted(extra))
         kept |= extra
-        applied = _without(table, kept)
-        details.update(apply_table(param, bin_path, applied, out_param, out_bin))
-        details["mixed_precision"] = {"reason": f"task agreement {agreement:.3f} < {TASK_FLOOR['int8']}", "before": agreement}
-        agreement = _agreement(out_param, out_bin, (param, bin_path), job, input_blob, check)
+        details.update(apply_table(param, bin_path, _without(table, kept), out_param, out_bin))
+        details["mixed_precision"] = {"reason": "; ".join(check.reasons), "before": check.record()}
+        check = _check(job, out_param, out_bin, input_blob, output_blobs)
     details["float_layers"] = sorted(kept)
     if calib.explain:
-        details["sensitivity"] = sensitivity(param, bin_path, table, input_blob, check[:4], job.workdir / "explain")
-    details["calibration"]["task_agreement_on_calibration"] = round(agreement, 4)
+        details["sensitivity"] = sensitivity(param, bin_path, table, input_blob, check_inputs(job)[:4], job.workdir / "explain")
+    details["calibration"]["int8_check"] = check.record()
+    details["calibration"]["task_agreement_on_calibration"] = round(check.value, 4)
     # the table keeps every layer; the ones kept in float are commented out, as a user would
     out_table.write_text(_table_text(table, kept))
     return {"param": out_param, "bin": out_bin, "table": out_table}, details
+
+
+def check_inputs(job) -> np.ndarray:
+    from edgepack.quantize.agreement import check_images
+
+    return check_images(job)[0]
 
 
 def _without(table: Table, names: set[str]) -> Table:
@@ -302,7 +336,8 @@ def _table_text(table: Table, float_layers: set[str]) -> str:
 
 def sensitivity(param: Path, bin_path: Path, table: Table, input_blob: str, inputs: np.ndarray, folder: Path) -> list[dict]:
     """Quantize one layer at a time and measure how far the output moves (worst PSNR first;
-    cosine alone barely moves on detector outputs dominated by box coordinates)."""
+    cosine alone barely moves on detector outputs dominated by box coordinates), with the blob's
+    absmax, the chosen clipping threshold and the share of its values that threshold clips."""
     from edgepack.validate.metrics import cosine, psnr
 
     folder.mkdir()
@@ -312,5 +347,11 @@ def sensitivity(param: Path, bin_path: Path, table: Table, input_blob: str, inpu
         only = Table({name: table.weight_scales[name]}, {name: table.blob_scales[name]})
         apply_table(param, bin_path, only, folder / "one.param", folder / "one.bin")
         quantized = run_ncnn(folder / "one.param", folder / "one.bin", input_blob, inputs, fp32=False)
-        rows.append({"layer": name, "psnr": round(psnr(quantized, reference), 2), "cosine": round(cosine(quantized, reference), 9)})
+        ranges = table.ranges.get(name, {})
+        rows.append({
+            "layer": name, "psnr": round(psnr(quantized, reference), 2), "cosine": round(cosine(quantized, reference), 9),
+            "absmax": round(float(ranges.get("absmax", 127.0 / table.blob_scales[name])), 6),
+            "threshold": round(127.0 / table.blob_scales[name], 6),
+            "clipped_percent": round(100 * float(ranges.get("clipped", 0.0)), 4),
+        })
     return sorted(rows, key=lambda r: r["psnr"])

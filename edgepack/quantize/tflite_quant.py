@@ -53,10 +53,10 @@ def dynamic_int8(fp32_model: Path, out: Path) -> Path:
     return _export(q, None, out)
 
 
-def tail_and_stem_tensors(model_path: Path) -> list[str]:
-    """Output tensor names of the ops to keep in float for mixed precision: the conv reading the
-    image, the convs with no conv downstream (detection heads), and every op after them (in-graph
-    box decoding, whose concatenated boxes and scores share one int8 scale otherwise)."""
+def graph_regions(model_path: Path) -> dict[str, list[str]]:
+    """Output tensor names of three groups of ops: `stem` (the conv reading the image), `heads`
+    (convs with no conv downstream: the detection/classification heads) and `tail` (every op
+    after a head: in-graph box decoding, sigmoid, the concat of boxes and scores)."""
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
 
     model = fb.read_model(str(model_path))
@@ -80,18 +80,64 @@ def tail_and_stem_tensors(model_path: Path) -> list[str]:
     def name(op_index: int) -> str:
         return fb.get_tensor_name(graph.tensors[int(graph.operators[op_index].outputs[0])])
 
-    keep: dict[str, None] = {}
+    regions: dict[str, dict[str, None]] = {"stem": {}, "heads": {}, "tail": {}}
     image = int(graph.inputs[0])
     for i, op in enumerate(graph.operators):
         if codes[op.opcodeIndex] not in conv_codes:
             continue
         after = downstream(i)
         if image in [int(t) for t in op.inputs]:
-            keep[name(i)] = None
+            regions["stem"][name(i)] = None
         if not any(codes[graph.operators[j].opcodeIndex] in conv_codes for j in after):
-            keep[name(i)] = None
-            keep.update((name(j), None) for j in after)
-    return list(keep)
+            regions["heads"][name(i)] = None
+            regions["tail"].update((name(j), None) for j in after)
+    return {k: list(v) for k, v in regions.items()}
+
+
+def tail_and_stem_tensors(model_path: Path) -> list[str]:
+    """The ops the mixed-precision fallback keeps float: stem, heads and everything after them."""
+    regions = graph_regions(model_path)
+    return list(dict.fromkeys(regions["stem"] + regions["heads"] + regions["tail"]))
+
+
+def quantize_job(job, fp32_model: Path, out: Path, open_runner) -> dict[str, Any]:
+    """Full int8 of a conversion job, with edgepack's rules:
+    - a detector never gets one int8 scale across its concatenated boxes and scores: the ops
+      after the head convs (decode, sigmoid, concat) and the output tensor stay float;
+    - int8 I/O where it is safe (the image input; a classifier's output), float output otherwise;
+    - when the int8 check (quantize/agreement.py: box F1 on images with objects, class-score
+      channels apart) fails, the stem and head convs are kept float too and it is rebuilt.
+    `open_runner(path)` gives a TFLite runner for the check."""
+    from edgepack.quantize.agreement import check_runner
+
+    spec = job.spec
+    calibration = job.calibration()
+    nhwc = calibration.transpose(0, 1, 3, 4, 2)  # N x 1 x C x H x W -> N x 1 x H x W x C
+    input_type = spec.calibration.int8_io
+    float_tensors = list(spec.calibration.int8_skip)
+    details: dict[str, Any] = {"calibration": {"method": "minmax (ai-edge-quantizer)", "images": int(len(calibration))}}
+    output_type, why = input_type, "as asked (--int8-io)"
+    if spec.model.task == "detect":
+        regions = graph_regions(fp32_model)
+        float_tensors += [n for n in regions["tail"] if n not in float_tensors]
+        output_type = "float"
+        why = "detector: box coordinates and class scores must not share one int8 scale, so the decode tail and the output stay float"
+    full_int8(fp32_model, out, nhwc, input_type, output_type, float_tensors)
+    check = check_runner(job, open_runner(out))
+    if spec.calibration.auto_mixed and not check.passed:
+        before = check
+        float_tensors += [n for n in tail_and_stem_tensors(fp32_model) if n not in float_tensors]
+        output_type = "float"
+        why = "mixed precision: the int8 check failed, stem/heads/tail and the output stay float"
+        full_int8(fp32_model, out, nhwc, input_type, output_type, float_tensors)
+        check = check_runner(job, open_runner(out))
+        details["mixed_precision"] = {"reason": "; ".join(before.reasons), "before": before.record()}
+    details["io_type"] = input_type if output_type == input_type else f"{input_type} input, {output_type} output"
+    details["io_reason"] = why
+    details["float_layers"] = len(float_tensors)
+    details["calibration"]["int8_check"] = check.record()
+    details["calibration"]["task_agreement_on_calibration"] = round(check.value, 4)
+    return details
 
 
 def full_int8(fp32_model: Path, out: Path, calibration_nhwc: np.ndarray, input_type: str, output_type: str,

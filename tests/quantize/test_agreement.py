@@ -1,0 +1,87 @@
+"""The int8 check behind automatic mixed precision: it must not be vacuous. Outputs are the
+built-in detector's real reference outputs; the "quantized" ones are derived from them the way
+int8 failures look (one int8 scale over boxes and scores, noise, lost boxes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgepack.quantize.agreement import check_outputs, output_part_reasons, output_parts
+from edgepack.validate.validator import TaskSpec
+
+TASK = TaskSpec("detect", "yolov8", 0.25, 0.45, 5)
+
+
+@pytest.fixture(scope="module")
+def detector_outputs():
+    """Reference outputs of the built-in detector on 12 generated scenes ([N, 1, 9, 2100])."""
+    import torch
+
+    from edgepack import builtin
+    from edgepack.preprocess import generated_images, preprocess
+    from edgepack.spec import ModelSpec
+
+    model = builtin.EXAMPLES["shapes-detector"].load()
+    x = np.stack([preprocess(image, ModelSpec(), (1, 3, 320, 320))[0] for image in generated_images(12, 99, (320, 320))])
+    with torch.no_grad():
+        return np.stack([model(torch.from_numpy(xi)).numpy() for xi in x])
+
+
+def one_int8_scale(output: np.ndarray) -> np.ndarray:
+    """What a per-tensor int8 output does to a concatenated YOLO output: one symmetric scale from
+    the largest box coordinate; every score (0..1) is far below half a step."""
+    scale = np.abs(output).max() / 127
+    return np.clip(np.round(output / scale), -127, 127) * scale
+
+
+def test_collapsed_scores_fail_although_cosine_is_high(detector_outputs):
+    collapsed = one_int8_scale(detector_outputs)
+    assert np.all(output_parts("yolov8", collapsed, 5)["scores"] == 0)  # the real failure: scores exactly 0
+    check = check_outputs(TASK, [detector_outputs], [collapsed])
+    assert check.metrics["cosine"] > 0.999  # the whole-tensor cosine does not see it
+    assert not check.passed
+    assert any("class scores: all 5 channels are exactly 0" in r for r in check.reasons)
+    assert output_part_reasons(TASK, [detector_outputs], [collapsed])
+
+
+def test_collapsed_scores_fail_even_without_objects(detector_outputs):
+    """Images where the reference finds nothing: box F1 would be 1.0 (both empty), the check
+    must still fail on the score channels."""
+    quiet = detector_outputs.copy()
+    quiet[:, :, 4:, :] = np.minimum(quiet[:, :, 4:, :], 0.1)  # no score above the 0.25 threshold
+    collapsed = one_int8_scale(quiet)
+    check = check_outputs(TASK, [quiet], [collapsed])
+    assert check.metrics["images_with_objects"] == 0 and check.metrics["box_f1_iou50"] is None
+    assert not check.passed
+
+
+def test_faithful_int8_passes_and_lost_boxes_fail(detector_outputs):
+    rng = np.random.default_rng(0)
+    noisy = detector_outputs.copy()
+    noisy[:, :, :4, :] += rng.normal(0, 0.3, noisy[:, :, :4, :].shape)  # box coordinates, in pixels
+    noisy[:, :, 4:, :] = np.clip(noisy[:, :, 4:, :] + rng.normal(0, 0.004, noisy[:, :, 4:, :].shape), 0, 1)
+    check = check_outputs(TASK, [detector_outputs], [noisy])
+    assert check.passed, check.reasons
+    assert check.metrics["images_with_objects"] >= 4 and check.metrics["box_f1_iou50"] > 0.95
+    assert check.metrics["score_cosine"] > 0.99 and check.value == check.metrics["box_f1_iou50"]
+    halved = detector_outputs.copy()
+    halved[:, :, 4:, :] *= 0.5  # scores lose half their value: most boxes fall under the threshold
+    check = check_outputs(TASK, [detector_outputs], [halved])
+    assert not check.passed and any("box F1" in r for r in check.reasons)
+
+
+def test_classifier_check_uses_top1():
+    rng = np.random.default_rng(1)
+    probabilities = rng.dirichlet(np.ones(5), size=(20, 1))
+    task = TaskSpec("classify", "yolov8", 0.25, 0.45, 5)
+    assert check_outputs(task, [probabilities], [probabilities + 1e-4]).passed
+    shuffled = probabilities[:, :, ::-1]
+    check = check_outputs(task, [probabilities], [shuffled])
+    assert not check.passed and check.metrics["top1_agreement"] < 0.9
+
+
+def test_nan_outputs_fail(detector_outputs):
+    broken = detector_outputs.copy()
+    broken[0, 0, 0, 0] = np.nan
+    assert not check_outputs(TASK, [detector_outputs], [broken]).passed
