@@ -45,12 +45,20 @@ def latency(entry: dict, out: Path, x: np.ndarray, threads: int, runs: int) -> d
     from edgepack.formats import FORMATS
     from edgepack.manifest import artifact_files
 
+    from edgepack.formats.base import RuntimeUnavailable
+
     fmt = FORMATS.get(entry["format"])()
     if not fmt.info.numeric_validation:
         return None
     from edgepack.validate.validator import measure_latency
 
-    stats = measure_latency(fmt.open_runner(artifact_files(out, entry), entry, threads), x, runs, warmup=3)
+    try:
+        runner = fmt.open_runner(artifact_files(out, entry), entry, threads)
+    except RuntimeUnavailable:
+        return None
+    if not getattr(runner, "records_latency", True):  # Core ML's numpy evaluator is not a device runtime
+        return None
+    stats = measure_latency(runner, x, runs, warmup=3)
     return {"median_ms": round(stats["median_ms"], 2), "p90_ms": round(stats["p90_ms"], 2)}
 
 

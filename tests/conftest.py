@@ -63,5 +63,28 @@ def classifier_out(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def coreml_detector_out(tmp_path_factory, onnx_detector, detector_labels) -> Path:
+    """The ONNX detector through the CLI, Core ML only, every precision it offers (the Core ML
+    tests need coremltools alone, not every format's stack)."""
+    out = tmp_path_factory.mktemp("coreml-det") / "out"
+    result = run_cli("convert", str(onnx_detector), "--labels", str(detector_labels), "--formats", "coreml",
+                     "--precisions", "fp16,int8-weight,fp32", "-o", str(out))
+    assert result.returncode == 0, result.stderr + result.stdout
+    return out
+
+
+@pytest.fixture(scope="session")
+def coreml_classifier_out(tmp_path_factory) -> Path:
+    """A PyTorch classifier through the Python API, Core ML only (its default precisions)."""
+    import torch
+
+    import edgepack
+
+    out = tmp_path_factory.mktemp("coreml-cls") / "out"
+    edgepack.convert(tiny_classifier(), torch.rand(1, 3, 64, 64), task="classify", output=str(out), formats="coreml")
+    return out
+
+
 def load_manifest(out: Path) -> dict:
     return json.loads((out / "manifest.json").read_text())

@@ -307,7 +307,7 @@ class CoreMLFormat(TargetFormat):
         except Exception as e:
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise ConversionError(f"coreml: coremltools could not convert the model: {first}", "drop coreml from --formats") from e
-        num_boxes = 0 if kind != "detector" else int(network.get_spec().description.output[0].type.multiArrayType.shape[0])
+        num_boxes = 0 if kind != "detector" else int(_exported(job)[1][0].shape[0])
         mlmodel = _detector_pipeline(network, labels, num_boxes, job) if kind == "detector" else network
         _set_metadata(mlmodel, job, labels)
         out = job.workdir / "model.mlpackage"

@@ -245,20 +245,21 @@ def _runner(out, artifact_id, threads=1):
     return FORMATS.get("coreml")().open_runner(artifact_files(out, entry), entry, threads)
 
 
-def test_detector_nms_stage_keeps_the_reference_decoders_boxes(detector_out):
+def test_detector_nms_stage_keeps_the_reference_decoders_boxes(coreml_detector_out):
     """The pipeline's NonMaximumSuppression model, evaluated per Core ML's spec, keeps the boxes
     the reference decoder keeps from the same raw network output, and agrees with ONNX Runtime's."""
-    manifest = load_manifest(detector_out)
+    manifest = load_manifest(coreml_detector_out)
     post, labels = manifest["postprocessing"], manifest["model"]["labels"]
-    runner = _runner(detector_out, "coreml-fp16")
+    runner = _runner(coreml_detector_out, "coreml-fp16")
     assert runner.package.nms.per_class and runner.package.nms.iou_threshold == post["iou_threshold"]
-    inputs = np.load(detector_out / "validation" / "inputs.npz")["inputs"]
-    reference = np.load(detector_out / "validation" / "reference.npz")["output0"]
+    inputs = np.load(coreml_detector_out / "validation" / "inputs.npz")["inputs"]
+    reference = np.load(coreml_detector_out / "validation" / "reference.npz")["output0"]
     _, _, h, w = manifest["preprocessing"]["input_shape"]
     found, from_reference = [], []
     for x, ref in zip(inputs, reference):
         raw = runner.run(x)[0]
-        expected = detection.decode(raw, "yolov8", post["score_threshold"], post["iou_threshold"], num_classes=len(labels))
+        # the NMS model's output size is unbounded (shape range 0..-1): no max_det cap here either
+        expected = detection.decode(raw, "yolov8", post["score_threshold"], post["iou_threshold"], max_det=10**6, num_classes=len(labels))
         final = runner.final_outputs(x)
         confidence, coordinates = final["confidence"], final["coordinates"]
         cxcywh = coordinates * [w, h, w, h]
@@ -269,7 +270,7 @@ def test_detector_nms_stage_keeps_the_reference_decoders_boxes(detector_out):
         np.testing.assert_allclose(got.boxes, expected.boxes, atol=1e-3)
         np.testing.assert_allclose(got.scores, expected.scores, atol=1e-6)
         found.append(got)
-        from_reference.append(detection.decode(ref, "yolov8", post["score_threshold"], post["iou_threshold"], num_classes=len(labels)))
+        from_reference.append(detection.decode(ref, "yolov8", post["score_threshold"], post["iou_threshold"], max_det=10**6, num_classes=len(labels)))
     assert sum(len(d) for d in found) >= 8
     assert detection.f1_agreement(from_reference, found) >= 0.95
     # a runtime threshold input changes the result as the spec says
@@ -277,11 +278,11 @@ def test_detector_nms_stage_keeps_the_reference_decoders_boxes(detector_out):
     assert len(strict["confidence"]) <= len(found[0])
 
 
-def test_classifier_label_is_the_reference_top1(classifier_out):
-    runner = _runner(classifier_out, "coreml-fp16")
-    labels = load_manifest(classifier_out)["model"]["labels"]
-    inputs = np.load(classifier_out / "validation" / "inputs.npz")["inputs"]
-    reference = next(iter(np.load(classifier_out / "validation" / "reference.npz").values()))
+def test_classifier_label_is_the_reference_top1(coreml_classifier_out):
+    runner = _runner(coreml_classifier_out, "coreml-fp16")
+    labels = load_manifest(coreml_classifier_out)["model"]["labels"]
+    inputs = np.load(coreml_classifier_out / "validation" / "inputs.npz")["inputs"]
+    reference = next(iter(np.load(coreml_classifier_out / "validation" / "reference.npz").values()))
     for x, ref in zip(inputs, reference):
         final = runner.final_outputs(x)
         assert final["classLabel"] == labels[int(np.argmax(ref))]
@@ -318,10 +319,10 @@ def _largest_fp16_blob(package) -> tuple[int, int]:
 
 
 @pytest.mark.parametrize("damage", ["negate", "flip bytes"])
-def test_an_altered_weight_in_the_package_is_caught(detector_out, tmp_path, damage):
+def test_an_altered_weight_in_the_package_is_caught(coreml_detector_out, tmp_path, damage):
     from edgepack.validate.rerun import revalidate
 
-    copy = _coreml_only_copy(detector_out, tmp_path)
+    copy = _coreml_only_copy(coreml_detector_out, tmp_path)
     package = copy / _arts(copy)["coreml-fp16"]["files"]["model"]
     weights = package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
     offset, size = _largest_fp16_blob(package)
@@ -341,22 +342,22 @@ def test_an_altered_weight_in_the_package_is_caught(detector_out, tmp_path, dama
     assert damaged.get("cosine", 0.0) < intact["cosine"]
 
 
-def test_an_op_the_evaluator_lacks_leaves_the_artifact_unverified_naming_it(detector_out, tmp_path, monkeypatch):
+def test_an_op_the_evaluator_lacks_leaves_the_artifact_unverified_naming_it(coreml_detector_out, tmp_path, monkeypatch):
     from edgepack.coreml_eval import OPS
     from edgepack.formats.base import RuntimeUnavailable
     from edgepack.validate.rerun import revalidate
 
     monkeypatch.delitem(OPS, "silu")
     with pytest.raises(RuntimeUnavailable, match="silu"):
-        _runner(detector_out, "coreml-fp16")
-    arts = {e["id"]: e for e in revalidate(_coreml_only_copy(detector_out, tmp_path), threads=1, latency_runs=1)["artifacts"]}
+        _runner(coreml_detector_out, "coreml-fp16")
+    arts = {e["id"]: e for e in revalidate(_coreml_only_copy(coreml_detector_out, tmp_path), threads=1, latency_runs=1)["artifacts"]}
     for entry in arts.values():
         v = entry["validation"]
         assert entry["status"] == "unverified-on-this-host" and "cosine" not in v
         assert "silu" in v["reasons"][0] and all(c["ok"] for c in v["static_checks"])
 
 
-def test_an_op_parameter_the_evaluator_lacks_is_named_too(detector_out, monkeypatch):
+def test_an_op_parameter_the_evaluator_lacks_is_named_too(coreml_detector_out, monkeypatch):
     from edgepack.coreml_eval import OPS
     from edgepack.formats.base import RuntimeUnavailable
 
@@ -365,7 +366,7 @@ def test_an_op_parameter_the_evaluator_lacks_is_named_too(detector_out, monkeypa
 
     monkeypatch.setitem(OPS, "upsample_nearest_neighbor", unsupported)
     with pytest.raises(RuntimeUnavailable, match="upsample_nearest_neighbor .*scale factor 2.0 not covered"):
-        _runner(detector_out, "coreml-fp16")
+        _runner(coreml_detector_out, "coreml-fp16")
 
 
 def test_coreml_refuses_int8_by_name():
@@ -402,3 +403,40 @@ def test_one_export_and_one_conversion_per_compute_precision(tmp_path, monkeypat
     arts = {e["id"]: e for e in manifest["artifacts"]}
     assert {a: arts[a]["status"] for a in arts} == {"coreml-int8-weight": "ok", "coreml-fp16": "ok", "coreml-fp32": "ok"}
     assert arts["coreml-fp32"]["validation"]["cosine"] >= 0.9999 and "latency" not in arts["coreml-fp32"]["validation"]
+
+
+class TinyYoloV5(nn.Module):
+    """A yolov5-layout head: [1, N, 5 + C] (cx, cy, w, h in pixels, objectness, class scores)."""
+
+    def __init__(self, classes: int = 3) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.SiLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.SiLU())
+        self.head = nn.Conv2d(16, 5 + classes, 1)
+
+    def forward(self, x):
+        y = self.head(self.body(x)).flatten(2).transpose(1, 2).sigmoid()
+        return torch.cat([y[..., :2] * 64, y[..., 2:4] * 24, y[..., 4:]], dim=2)
+
+
+def test_yolov5_head_is_compared_before_the_view(tmp_path):
+    """For a yolov5 head the runner reads the program's variable holding [1, N, 5 + C] (objectness
+    and class scores apart), and the NMS stage keeps the boxes the yolov5 decoder keeps."""
+    import edgepack
+
+    config = tmp_path / "edgepack.yaml"
+    config.write_text("model:\n  task: detect\n  head: yolov5\n")
+    torch.manual_seed(3)
+    manifest = edgepack.convert(TinyYoloV5().eval(), torch.rand(1, 3, 64, 64), config=str(config), output=str(tmp_path / "out"),
+                                formats="coreml", precisions="fp32")
+    entry = manifest["artifacts"][0]
+    v = entry["validation"]
+    assert entry["status"] == "ok" and v["cosine"] > 0.99999 and v["task_metric"] == "box_f1_iou50", v["reasons"]
+    runner = _runner(tmp_path / "out", "coreml-fp32")
+    x = np.load(tmp_path / "out" / "validation" / "inputs.npz")["inputs"][0]
+    raw = runner.run(x)[0]
+    assert raw.shape == (1, 256, 8) and runner.keep  # read from inside the program, not rebuilt from the outputs
+    post = manifest["postprocessing"]
+    expected = detection.decode(raw, "yolov5", post["score_threshold"], post["iou_threshold"], max_det=10**6, num_classes=3)
+    final = runner.final_outputs(x)
+    assert len(expected) > 0 and len(final["confidence"]) == len(expected)
+    np.testing.assert_allclose(final["confidence"].max(axis=1), expected.scores, atol=1e-5)
