@@ -147,7 +147,11 @@ def simulated_int8(model: Any, scales: dict[str, float]) -> Any:
                           helper.make_node("DequantizeLinear", [q, s, z], [dq], name=dq)])
         return dq
 
+    done: dict[str, str] = {}
+
     def int8_weight(name: str, axis: int) -> str:
+        if name in done:  # a weight shared by two layers
+            return done[name]
         w = numpy_helper.to_array(initializers[name]).astype(np.float32)
         moved = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
         scale = np.maximum(np.abs(moved).max(axis=1), 1e-12) / 127.0
@@ -158,7 +162,8 @@ def simulated_int8(model: Any, scales: dict[str, float]) -> Any:
         new_inits.extend([numpy_helper.from_array(q, base), numpy_helper.from_array(scale.astype(np.float32), f"{base}_scale"),
                           numpy_helper.from_array(np.zeros(len(scale), np.int8), f"{base}_zero")])
         new_nodes.append(helper.make_node("DequantizeLinear", [base, f"{base}_scale", f"{base}_zero"], [f"{base}_dq"], name=f"{base}_dq", axis=axis))
-        return f"{base}_dq"
+        done[name] = f"{base}_dq"
+        return done[name]
 
     renamed: dict[str, str] = {}
     for name, scale in scales.items():
@@ -180,8 +185,8 @@ def simulated_int8(model: Any, scales: dict[str, float]) -> Any:
         for i, inp in enumerate(node.input):
             if inp in replacement:
                 node.input[i] = replacement[inp]
-        int8_layer = node.output[0] in scales  # TensorRT runs a layer in int8 only when its output has a range
-        if not int8_layer:
+        original = next((k for k, v in renamed.items() if v == node.output[0]), node.output[0]) if node.output else ""
+        if original not in scales:  # TensorRT runs a layer in int8 only when its output has a range
             continue
         if node.op_type in ("Conv", "ConvTranspose") and len(node.input) > 1 and node.input[1] in initializers:
             node.input[1] = int8_weight(node.input[1], 1 if node.op_type == "ConvTranspose" else 0)
@@ -190,13 +195,19 @@ def simulated_int8(model: Any, scales: dict[str, float]) -> Any:
             node.input[1] = int8_weight(node.input[1], 0 if trans_b else 1)
     graph.initializer.extend(new_inits)
     used = {name for node in graph.node for name in node.input} | {name for node in new_nodes for name in node.input}
-    kept = [i for i in graph.initializer if i.name in used]  # the float weights the int8 ones replace go
+    kept = [copy_of(i) for i in graph.initializer if i.name in used]  # the float weights the int8 ones replace go
     del graph.initializer[:]
     graph.initializer.extend(kept)
     graph.node.extend(new_nodes)
     sort_nodes(graph)  # Q/DQ before their readers
     onnx.checker.check_model(sim)
     return sim
+
+
+def copy_of(message: Any) -> Any:
+    copy = type(message)()
+    copy.CopyFrom(message)
+    return copy
 
 
 def engine_file(name: str, precision: str) -> str:

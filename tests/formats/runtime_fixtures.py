@@ -31,6 +31,7 @@ def convert(out: Path, onnx_detector: Path, labels: Path, calib: Path, fmt: str,
 
         result = subprocess.run([sys.executable, "-m", "edgepack", *args], capture_output=True, text=True, env=env, timeout=1500)
     assert result.returncode == 0, result.stderr + result.stdout
+    CALIBRATION_IMAGES[out] = str(calib)
     return {e["id"]: e for e in load_manifest(out)["artifacts"]}
 
 
@@ -60,3 +61,26 @@ def assert_status_matches_numbers(entry: dict) -> None:
 
 def manifest_json(out: Path) -> dict:
     return json.loads((out / "manifest.json").read_text())
+
+
+def calibration_inputs(out: Path) -> np.ndarray:
+    """The calibration tensors of a conversion, rebuilt from its manifest's spec the way the
+    pipeline builds them (same seeded sample, same preprocessing)."""
+    from edgepack.pipeline import calibration_inputs as pipeline_calibration
+    from edgepack.spec import BuildSpec
+
+    manifest = load_manifest(out)
+    spec = BuildSpec()
+    pre = manifest["preprocessing"]
+    spec.model.resize, spec.model.color_order = pre["resize"], pre["color_order"]
+    spec.model.mean, spec.model.std = tuple(pre["mean"]), tuple(pre["std"])
+    spec.calibration.images, spec.calibration.count = CALIBRATION_IMAGES[out], 32
+
+    class Shape:
+        input_shape = tuple(pre["input_shape"])
+        image_size = tuple(pre["input_shape"][2:])
+
+    return pipeline_calibration(spec, Shape())
+
+
+CALIBRATION_IMAGES: dict[Path, str] = {}  # output folder -> the --calib folder it was converted with

@@ -52,15 +52,27 @@ def test_cache_scales_come_from_the_calibration(trt_out):
     out, arts = trt_out
     entry = arts["tensorrt-int8"]
     assert set(entry["files"]) == {"model", "calibration_cache", "qdq_model", "build_script"}
+    from edgepack.formats.tensorrt import activation_scales
+    from edgepack.quantize.onnx_graph import stem_and_head_nodes
+
     version, scales = read_cache((out / entry["files"]["calibration_cache"]).read_text())
-    graph = onnx.load(str(out / entry["files"]["model"])).graph
-    assert version == 100300 and graph.input[0].name in scales
+    model = onnx.load(str(out / entry["files"]["model"]))
+    graph = model.graph
+    assert version == 100300
     produced = {o: n.op_type for n in graph.node for o in n.output}
     assert all(name == graph.input[0].name or name in produced for name in scales)
     assert graph.output[0].name not in scales  # the decode tail has no entry: TensorRT runs it in fp16
     assert len(scales) == entry["tensorrt"]["calibration"]["tensors"] > 20
-    # the input's scale is its calibrated threshold / 127: images normalised to 0..1 give about 1/127
-    assert 0.5 / 127 < scales[graph.input[0].name] <= 1.0 / 127 + 1e-9
+    # recomputed here from the same calibration images: every written scale is edgepack's KL threshold / 127
+    from runtime_fixtures import calibration_inputs
+
+    full = activation_scales(out / entry["files"]["model"], calibration_inputs(out), "kl")
+    assert all(abs(scales[k] - full[k]) <= 1e-6 * full[k] for k in scales)
+    if "mixed_precision" in entry["tensorrt"]:  # stem and heads lost their entries: TensorRT runs them in fp16
+        dropped = {o for n in stem_and_head_nodes(graph) for o in n.output} | {graph.input[0].name}
+        assert not dropped & set(scales) and dropped - {graph.input[0].name} <= set(full)
+    else:  # images normalised to 0..1: the input's threshold is at most 1, its scale about 1/127
+        assert 0.5 / 127 < scales[graph.input[0].name] <= 1.0 / 127 + 1e-9
 
 
 def _fake_trtexec(folder):
@@ -136,9 +148,8 @@ def test_the_simulation_reads_the_cache_file(trt_out, tmp_path):
     shutil.copytree(out, copy)
     cache = copy / arts["tensorrt-int8"]["files"]["calibration_cache"]
     version, scales = read_cache(cache.read_text())
-    cache.write_text(cache_text({k: v * 40 for k, v in scales.items()}, version))
+    cache.write_text(cache_text({k: v * 1000 for k, v in scales.items()}, version))  # activations round to 0
     result = run_cli("validate", str(copy))
     assert result.returncode == 0, result.stderr
     entry = next(e for e in load_manifest(copy)["artifacts"] if e["id"] == "tensorrt-int8")
-    assert entry["validation"]["cosine"] < arts["tensorrt-int8"]["validation"]["cosine"] - 0.01
-    assert entry["status"] == "degraded"
+    assert entry["validation"]["cosine"] < 0.99 and entry["status"] == "degraded"
