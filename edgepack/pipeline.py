@@ -252,6 +252,14 @@ class Build:
                     entry = self._failed_entry(planned, e, work, staging)
                     console.warn(f"{planned.id}: {entry['validation']['reasons'][0]}")
                 manifest["artifacts"].append(entry)
+            if previous is not None and all(e.get("conversion_failed") for e in manifest["artifacts"]):
+                # nothing converted: a previous good build is worth more than a manifest of failures
+                from edgepack.errors import ConversionError
+
+                reasons = "; ".join(f"{e['id']}: {e['validation']['reasons'][0].removeprefix('conversion failed: ')[:200]}"
+                                    for e in manifest["artifacts"])
+                raise ConversionError(f"nothing could be built ({reasons}); {out} is left as it was",
+                                      "run with -vv to see the converters' output")
             shutil.copy(model.onnx_path, staging / "reference" / "model.onnx")
             manifest["build_seconds"] = round(time.perf_counter() - started, 2)
             manifest["cache_key"] = key if not any(e["status"] == "failed" for e in manifest["artifacts"]) else None
