@@ -164,12 +164,6 @@ class MLProgram:
                 env[name] = value
         return {name: env[name] for name in (*self.outputs, *keep)}
 
-    def producer(self, name: str) -> Step | None:
-        for step in self.steps:
-            if name in step.outputs:
-                return step
-        return None
-
 
 def _const_value(value: Any) -> Any:
     """A const's value as numpy, or a Python list for MIL lists (the classify op's labels)."""
