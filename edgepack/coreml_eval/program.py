@@ -115,7 +115,8 @@ class MLProgram:
         return evaluated
 
     def _fold_compile_time_ops(self) -> None:
-        """constexpr_* ops depend on constants only: decompress them once."""
+        """constexpr_* ops depend on constants only: decompress them once. fp16 constants are then
+        kept widened to float32 (exact), since every op reads float inputs as float32 anyway."""
         remaining = []
         for step in self.steps:
             if step.type.startswith("constexpr_"):
@@ -124,6 +125,9 @@ class MLProgram:
             else:
                 remaining.append(step)
         self.steps = remaining
+        for name, value in self.constants.items():
+            if isinstance(value, np.ndarray) and value.dtype == np.float16:
+                self.constants[name] = value.astype(np.float32)
 
     def _execute(self, step: Step, env: dict[str, Any]) -> list[Any]:
         values = {
@@ -159,12 +163,6 @@ class MLProgram:
             for name, value in zip(step.outputs, self._execute(step, env)):
                 env[name] = value
         return {name: env[name] for name in (*self.outputs, *keep)}
-
-    def producer(self, name: str) -> Step | None:
-        for step in self.steps:
-            if name in step.outputs:
-                return step
-        return None
 
 
 def _const_value(value: Any) -> Any:

@@ -1,5 +1,5 @@
-"""The evaluator's thread count: numpy's bundled OpenBLAS runs convolutions and matrix products,
-and like every other validated runtime it gets the `threads` of the validation settings."""
+"""The evaluator's BLAS thread count: numpy's bundled OpenBLAS runs its convolutions and matrix
+products, and its thread pool is set explicitly around a run (no threadpoolctl dependency)."""
 
 from __future__ import annotations
 

@@ -344,14 +344,16 @@ class CoreMLRunner:
     rebuilt from raw_coordinates (normalized cx, cy, w, h, scaled back to input pixels) and
     raw_confidence; yolov5 detectors: the program's variable that holds the network output before
     the view splits it (objectness cannot be recovered from raw_confidence = obj * cls).
-    The evaluator's speed says nothing about a device, so no latency is recorded."""
+    The evaluator's speed says nothing about a device, so no latency is recorded, and its matrix
+    products run on one BLAS thread whatever `threads` says: OpenBLAS's thread pool made it 3-5x
+    slower on a busy 2-core machine (measured: 170 ms vs 770 ms per image of the built-in detector)."""
 
     records_latency = False
+    blas_threads = 1
 
     def __init__(self, path: Path, entry: dict[str, Any], threads: int) -> None:
         from edgepack.coreml_eval import EvaluationError, UnsupportedOps, load_package
 
-        self.threads = threads
         pre = entry["preprocessing"]
         _, c, self.height, self.width = entry["inputs"][0]["shape"]
         self.mean = np.asarray(pre["mean"][:c], np.float32).reshape(1, c, 1, 1)
@@ -402,7 +404,7 @@ class CoreMLRunner:
 
         if self.broken is not None:
             raise RuntimeError(f"coremltools cannot read the package: {self.broken}")
-        with blas_threads(self.threads):
+        with blas_threads(self.blas_threads):
             out = self.package.network.run({self.input_name: self.pixels(x)}, keep=self.keep)
         if self.kind == "plain":
             return [np.asarray(out[f], np.float32).reshape(shape) for f, shape in zip(self.features, self.shapes)]
@@ -417,7 +419,7 @@ class CoreMLRunner:
         """What the whole package returns (for a detector: after its NonMaximumSuppression model)."""
         from edgepack.coreml_eval import blas_threads
 
-        with blas_threads(self.threads):
+        with blas_threads(self.blas_threads):
             return self.package.run_pipeline({self.input_name: self.pixels(x)}, iou_threshold, confidence_threshold)
 
 

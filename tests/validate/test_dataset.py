@@ -29,7 +29,7 @@ def test_detector_dataset_metrics(detector_out, tmp_path):
     m = load_manifest(out)
     assert m["dataset"]["images"] == 12 and 0 <= m["dataset"]["reference"]["map50_95"] <= 1
     for entry in m["artifacts"]:
-        metric = entry["dataset_metric"]  # Core ML too: its evaluator runs here
+        metric = entry["dataset_metric"]  # Core ML too: measured by edgepack's evaluator
         assert set(metric) == {"map50_95", "map50", "map50_95_delta", "map50_delta"}
         if entry["precision"] == "fp32":
             assert abs(metric["map50_95_delta"]) < 1e-3
