@@ -42,6 +42,17 @@ def test_int8_artifacts_run_and_report_task_agreement(int8_out):
         assert int8["size_bytes"] / fp32["size_bytes"] < (0.45 if fmt == "tflite" else 0.35)
     ncnn = arts["ncnn-int8"]["validation"]
     assert ncnn["cosine"] > 0.999 and ncnn["task_agreement"] > 0.8
+    # the int8 check behind mixed precision: per output part, on images where the reference finds objects
+    for fmt in ("ncnn", "mnn", "tflite"):
+        check = arts[f"{fmt}-int8"][fmt]["calibration"]["int8_check"]
+        assert {"box_cosine", "score_cosine", "images_with_objects", "box_f1_iou50"} <= set(check), check
+        record = arts[f"{fmt}-int8"][fmt]
+        if "mixed_precision" in record:  # the fallback ran because the first model failed the check
+            assert record["mixed_precision"]["before"]["passed"] is False and record["mixed_precision"]["reason"]
+        else:
+            assert check["passed"] is True
+    assert arts["ncnn-int8"]["ncnn"]["calibration"]["method"] == "minmax"  # the default
+    assert arts["mnn-int8"]["mnn"]["calibration"]["method"] in ("EMA", "KL")
     assert "held back from calibration" in m["validation"]["origin"]
     assert "only 32 calibration images" in result.stderr  # fewer than 100 warns
 
@@ -57,6 +68,10 @@ def test_ncnn_int8_files_and_table(int8_out):
     assert " 8=" in (out / entry["files"]["param"]).read_text()
     rows = entry["ncnn"]["sensitivity"]
     assert len(rows) == table_text.count("_param_0") and rows == sorted(rows, key=lambda r: r["psnr"])
+    # --explain shows each layer's activation range: absmax, the threshold used, what it clips
+    for row in rows:
+        assert 0 < row["threshold"] <= row["absmax"] * (1 + 1e-6) and 0 <= row["clipped_percent"] <= 100
+    assert "clipped %" in result.stdout and "threshold" in result.stdout
     commented = [line for line in table_text.splitlines() if line.startswith("#")]
     assert len(commented) == 2 * len(entry["ncnn"]["float_layers"])  # float layers stay in the table, commented
     assert "int8 sensitivity of ncnn-int8" in result.stdout
@@ -104,5 +119,6 @@ def test_tflite_full_int8_records_io_quantization(int8_out):
     assert abs(image["scale"] * (127 - image["zero_point"]) - 1.0) < 0.05  # inputs are 0..1 (std 255)
     v = entry["validation"]
     assert v["task_agreement"] >= 0.9, (v, details)  # mixed precision rescues the detector if needed
-    if "mixed_precision" in details:
-        assert details["io"]["outputs"][0]["dtype"] == "float32" and details["float_layers"] > 0
+    # a detector's concatenated boxes and scores never share one int8 scale: the output is float
+    assert details["io"]["outputs"][0]["dtype"] == "float32" and details["float_layers"] > 0
+    assert details["io_type"] == "int8 input, float output" and "box coordinates and class scores" in details["io_reason"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ class Table:
     blob_scales: dict[str, float]
     # per layer: the measured blob, its absmax, the chosen threshold and the share of values it clips
     ranges: dict[str, dict[str, Any]] = field(default_factory=dict)
+    threads: int = 0  # ncnn threads the calibration ran with
 
     def text(self) -> str:
         lines = [f"{name}_param_0 " + " ".join(f"{s:.9g}" for s in scales) for name, scales in self.weight_scales.items()]
@@ -132,12 +134,16 @@ def calibrate(
     blobs = sorted(set(blob_of.values()), key=lambda b: order.get(b, -1))
     want_histograms = method != "minmax" if histograms is None else histograms
     stats = {blob: BlobStats(histogram=want_histograms) for blob in blobs}
-    net = ncnn.Net()
-    strict_fp32(net.opt)
-    net.opt.num_threads = threads or os.cpu_count() or 1
-    net.load_param(str(param_path))
-    net.load_model(str(bin_path))
-    for x in calibration:
+    def load(num_threads: int):
+        net = ncnn.Net()
+        strict_fp32(net.opt)
+        net.opt.num_threads = num_threads
+        net.load_param(str(param_path))
+        net.load_model(str(bin_path))
+        return net
+
+    def measure(net, x) -> float:
+        start = time.perf_counter()
         ex = net.create_extractor()
         ex.set_light_mode(True)
         ex.input(input_blob, ncnn.Mat(np.ascontiguousarray(x[0], np.float32)))
@@ -146,6 +152,22 @@ def calibrate(
             if ex.extract(blob, mat) != 0:
                 raise ConversionError(f"ncnn int8: cannot extract blob {blob} during calibration")
             stats[blob].add(np.asarray(mat))
+        return time.perf_counter() - start
+
+    # all cores, unless one thread is faster: on a busy machine ncnn's OpenMP threads spin while
+    # waiting for each other, which made 2 threads 50x slower than 1 here (timed on 2 images)
+    cores = threads or os.cpu_count() or 1
+    net = load(cores)
+    if threads is None and cores > 1 and len(calibration) > 4:
+        single = load(1)
+        if measure(single, calibration[1]) < measure(net, calibration[0]):
+            net = single
+        todo = calibration[2:]
+    else:
+        todo = calibration
+    for x in todo:
+        measure(net, x)
+    table.threads = int(net.opt.num_threads)
     for _, layer in layers:
         blob_stats = stats[blob_of[layer.name]]
         threshold = blob_stats.threshold(method)
@@ -273,8 +295,6 @@ def quantize(job, param: Path, bin_path: Path, input_blob: str, output_blobs: li
     """Calibrate (min-max unless asked otherwise), write the table, rewrite to int8; fall back to
     float stem and head layers when the int8 check (box F1 on images with objects, class-score
     channels apart) fails."""
-    import time
-
     calib = job.spec.calibration
     inputs = job.calibration()
     parsed = ParamFile.read(param)
@@ -291,7 +311,7 @@ def quantize(job, param: Path, bin_path: Path, input_blob: str, output_blobs: li
     seconds = time.perf_counter() - start
     kept: set[str] = set(skip)
     details: dict[str, Any] = {
-        "calibration": {"method": calib.method, "images": int(len(inputs)), "seconds": round(seconds, 2), "threads": os.cpu_count() or 1}
+        "calibration": {"method": calib.method, "images": int(len(inputs)), "seconds": round(seconds, 2), "threads": table.threads}
     }
     details.update(apply_table(param, bin_path, _without(table, kept), out_param, out_bin))
     check = _check(job, out_param, out_bin, input_blob, output_blobs)
