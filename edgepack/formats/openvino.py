@@ -236,7 +236,7 @@ def describe_ir(xml: Path) -> dict[str, Any]:
             constants[kind] = constants.get(kind, 0) + 1
     info = {}
     if model.has_rt_info(["edgepack"]):
-        info = {k: str(v) for k, v in model.get_rt_info(["edgepack"]).astype(dict).items()}
+        info = {k: v.astype(str) for k, v in model.get_rt_info(["edgepack"]).astype(dict).items()}
     return {
         "inputs": {i.get_any_name(): [str(i.get_partial_shape()), i.get_element_type().get_type_name()] for i in model.inputs},
         "outputs": {o.get_any_name(): [str(o.get_partial_shape()), o.get_element_type().get_type_name()] for o in model.outputs},

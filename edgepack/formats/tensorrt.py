@@ -91,6 +91,16 @@ def _with_outputs(model: Any, names: list[str]) -> Any:
 def activation_scales(onnx_path: Path, calibration: np.ndarray, method: str) -> dict[str, float]:
     """TensorRT scales (threshold / 127) of the input and every float activation before the float
     tail, from edgepack's statistics (edgepack/quantize/calibration.py) over the calibration images."""
+    return scales_from(activation_stats(onnx_path, calibration), method)
+
+
+def scales_from(stats: dict[str, Any], method: str) -> dict[str, float]:
+    return {name: 1.0 / blob.scale(method) for name, blob in stats.items() if blob.absmax > 0}
+
+
+def activation_stats(onnx_path: Path, calibration: np.ndarray) -> dict[str, Any]:
+    """BlobStats (absmax, |x| histogram, samples) of the input and every float activation before
+    the float tail: one collection serves every threshold method."""
     import onnx
     import onnxruntime as ort
 
@@ -120,7 +130,7 @@ def activation_scales(onnx_path: Path, calibration: np.ndarray, method: str) -> 
     for x in calibration:
         for name, value in tensors(x).items():
             stats[name].add_histogram(value, rng)
-    return {name: 1.0 / stats[name].scale(method) for name in names if stats[name].absmax > 0}
+    return stats
 
 
 def simulated_int8(model: Any, scales: dict[str, float]) -> Any:
@@ -355,25 +365,40 @@ class TensorRtFormat(TargetFormat):
         from edgepack.validate.validator import TASK_FLOOR
 
         calibration = job.calibration()
-        scales = activation_scales(job.model.onnx_path, calibration, job.spec.calibration.method)
-        for name in job.spec.calibration.int8_skip:  # --int8-skip: tensors TensorRT keeps in float
-            scales.pop(name, None)
+        stats = activation_stats(job.model.onnx_path, calibration)
+        method = job.spec.calibration.method
+        skip = set(job.spec.calibration.int8_skip)  # --int8-skip: tensors TensorRT keeps in float
         model = onnx.load(str(job.model.onnx_path))
-        entry = artifact_entry(job, "int8")
-        check = calibration[:16]
-        agreement = agreement_with_reference(job, SimulatedModel(simulated_int8(model, scales), entry), check)
+        entry, check = artifact_entry(job, "int8"), calibration[:16]
+
+        def attempt(method: str, dropped: set[str]) -> tuple[dict[str, float], float]:
+            scales = {k: v for k, v in scales_from(stats, method).items() if k not in dropped | skip}
+            return scales, agreement_with_reference(job, SimulatedModel(simulated_int8(model, scales), entry), check)
+
+        scales, agreement = attempt(method, set())
         quant: dict[str, Any] = {"calibration": {
             "format": f"TensorRT EntropyCalibration2 cache (header TRT-{DEFAULT_TRT_VERSION}; build_engine.sh rewrites it for the device's TensorRT)",
-            "method": job.spec.calibration.method, "images": int(len(calibration)),
+            "images": int(len(calibration)),
         }}
         if job.spec.calibration.auto_mixed and agreement < TASK_FLOOR["int8"]:
-            before = agreement
-            float_layers = stem_and_head_nodes(model.graph)
-            dropped = {out for node in float_layers for out in node.output} | {model.graph.input[0].name}
-            scales = {k: v for k, v in scales.items() if k not in dropped}
-            agreement = agreement_with_reference(job, SimulatedModel(simulated_int8(model, scales), entry), check)
-            quant["mixed_precision"] = {"reason": f"task agreement {before:.3f} < {TASK_FLOOR['int8']}", "before": round(before, 4),
-                                        "fp16_layers": [n.name for n in float_layers]}
+            # first other thresholds, all layers int8 (symmetric int8 clips SiLU outputs hard with KL;
+            # measured on the built-in detector, 24 scenes: box F1 KL 0.893, min-max 0.933,
+            # percentile 0.963), then the stem and head convolutions in fp16
+            before, tried = agreement, method
+            for candidate in ("percentile", "minmax"):
+                if candidate != method and agreement < TASK_FLOOR["int8"]:
+                    other, other_agreement = attempt(candidate, set())
+                    if other_agreement > agreement:
+                        scales, agreement, tried = other, other_agreement, candidate
+            mixed: dict[str, Any] = {"reason": f"task agreement {before:.3f} < {TASK_FLOOR['int8']} with {method} thresholds", "before": round(before, 4)}
+            if agreement < TASK_FLOOR["int8"]:
+                float_layers = stem_and_head_nodes(model.graph)
+                dropped = {out for node in float_layers for out in node.output} | {model.graph.input[0].name}
+                scales, agreement = attempt(tried, dropped)
+                mixed["fp16_layers"] = [n.name for n in float_layers]
+            method = tried
+            quant["mixed_precision"] = mixed
+        quant["calibration"]["method"] = method
         quant["calibration"]["tensors"] = len(scales)
         quant["calibration"]["task_agreement_on_calibration"] = round(agreement, 4)
         return scales, quant

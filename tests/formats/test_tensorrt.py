@@ -66,9 +66,9 @@ def test_cache_scales_come_from_the_calibration(trt_out):
     # recomputed here from the same calibration images: every written scale is edgepack's KL threshold / 127
     from runtime_fixtures import calibration_inputs
 
-    full = activation_scales(out / entry["files"]["model"], calibration_inputs(out), "kl")
+    full = activation_scales(out / entry["files"]["model"], calibration_inputs(out), entry["tensorrt"]["calibration"]["method"])
     assert all(abs(scales[k] - full[k]) <= 1e-6 * full[k] for k in scales)
-    if "mixed_precision" in entry["tensorrt"]:  # stem and heads lost their entries: TensorRT runs them in fp16
+    if "fp16_layers" in entry["tensorrt"].get("mixed_precision", {}):  # stem and heads lost their entries: fp16 in TensorRT
         dropped = {o for n in stem_and_head_nodes(graph) for o in n.output} | {graph.input[0].name}
         assert not dropped & set(scales) and dropped - {graph.input[0].name} <= set(full)
     else:  # images normalised to 0..1: the input's threshold is at most 1, its scale about 1/127
