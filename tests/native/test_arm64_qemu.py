@@ -11,8 +11,21 @@ from native.conftest import artifact, reference, run_runner
 
 def test_runner_is_a_static_arm64_binary(arm64_runner):
     assert runner_abi(arm64_runner) == "arm64-v8a"
-    # no program interpreter: runs under qemu (or on any arm64 Linux kernel) without a sysroot
-    assert b"ld-linux-aarch64.so" not in arm64_runner.read_bytes()
+    # no program interpreter (PT_INTERP): runs under qemu (or on any arm64 Linux kernel) without a sysroot
+    assert not _program_headers(arm64_runner.read_bytes()) & {PT_INTERP, PT_DYNAMIC}
+
+
+PT_DYNAMIC, PT_INTERP = 2, 3
+
+
+def _program_headers(data: bytes) -> set[int]:
+    """The p_type of every program header of a little-endian ELF64 file."""
+    import struct
+
+    assert data[:4] == b"\x7fELF" and data[4] == 2 and data[5] == 1
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    return {struct.unpack_from("<I", data, phoff + i * phentsize)[0] for i in range(phnum)}
 
 
 def test_arm64_runner_matches_the_reference(example_out, arm64_runner, qemu, tmp_path):
