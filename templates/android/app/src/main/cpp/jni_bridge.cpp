@@ -47,7 +47,7 @@ std::string jstring_to_string(JNIEnv* env, jstring s) {
 // pick their fp16/fp32 options from it.
 std::string bundled_precision(const std::string& backend) {
 {%- for b in backends %}
-    if (backend == "{{ b.name }}") return "{{ b.precision }}";
+    if (backend == "{{ b.name | cpp_string }}") return "{{ b.precision | cpp_string }}";
 {%- endfor %}
     return "fp32";
 }
