@@ -414,8 +414,12 @@ class TinyYoloV5(nn.Module):
         self.head = nn.Conv2d(16, 5 + classes, 1)
 
     def forward(self, x):
-        y = self.head(self.body(x)).flatten(2).transpose(1, 2).sigmoid()
-        return torch.cat([y[..., :2] * 64, y[..., 2:4] * 24, y[..., 4:]], dim=2)
+        features = self.head(self.body(x))  # 1 x (5 + C) x 16 x 16: one row per grid cell, stride 4
+        y = features.flatten(2).transpose(1, 2).sigmoid()
+        gy, gx = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+        grid = torch.stack([gx.flatten(), gy.flatten()], dim=1).unsqueeze(0)
+        # decoded like YOLOv5: centres spread over the image (grid cell + offset), sizes in pixels
+        return torch.cat([(grid + y[..., :2]) * 4, y[..., 2:4] * 24, y[..., 4:]], dim=2)
 
 
 def test_yolov5_head_is_compared_before_the_view(tmp_path):
