@@ -46,7 +46,6 @@ def _spec_options(f):
         click.option("--score-threshold", type=click.FloatRange(0, 1), help="Detection score threshold (default 0.25)."),
         click.option("--iou-threshold", type=click.FloatRange(0, 1), help="NMS IoU threshold (default 0.45)."),
         click.option("--no-latency", is_flag=True, help="Skip the host latency runs of validation."),
-        click.option("--calib-method", type=click.Choice(["kl", "minmax", "percentile"]), help="int8 activation ranges."),
         click.option("--formats", help="Comma list of formats (ncnn,mnn,...). Default: all available."),
         click.option("--precisions", help="Comma list: fp32,fp16,int8-weight,int8-dynamic,int8."),
         click.option("--input-shape", help="1,C,H,W: needed for dynamic ONNX inputs and TorchScript."),

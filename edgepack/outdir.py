@@ -170,10 +170,12 @@ def record_owned(staging: Path) -> dict[str, str]:
 
 
 def _apply_mode(path: Path, mask: int) -> None:
+    """The modes a plain `open`/`mkdir` would give under the user's umask (scripts keep their x bit)."""
     for p in [path, *path.rglob("*")] if path.is_dir() else [path]:
         if p.is_symlink():
             continue
-        p.chmod((0o777 if p.is_dir() else 0o666) & ~mask)
+        executable = p.is_dir() or p.stat().st_mode & 0o111
+        p.chmod((0o777 if executable else 0o666) & ~mask)
 
 
 def publish(staging: Path, out: Path, previous: dict[str, Any] | None) -> Publication:

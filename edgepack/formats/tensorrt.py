@@ -99,7 +99,7 @@ def scales_from(stats: dict[str, Any], method: str) -> dict[str, float]:
 
 
 def activation_stats(onnx_path: Path, calibration: np.ndarray) -> dict[str, Any]:
-    """BlobStats (absmax, |x| histogram, samples) of the input and every float activation before
+    """BlobStats (absmax and |x| histogram) of the input and every float activation before
     the float tail: one collection serves every threshold method."""
     import onnx
     import onnxruntime as ort
@@ -117,19 +117,12 @@ def activation_stats(onnx_path: Path, calibration: np.ndarray) -> dict[str, Any]
     input_name = session.get_inputs()[0].name
     fetch = [n for n in names if n != input_name]
     stats = {n: BlobStats() for n in names}
-    rng = np.random.default_rng(0)
 
-    def tensors(x: np.ndarray) -> dict[str, np.ndarray]:
+    for x in calibration:  # one pass: absmax and |x| histograms together (calibration.BlobStats)
         values = dict(zip(fetch, session.run(fetch, {input_name: x})))
         values[input_name] = x
-        return values
-
-    for x in calibration:  # pass 1: absmax, pass 2: histograms on [0, absmax]
-        for name, value in tensors(x).items():
-            stats[name].add_absmax(value)
-    for x in calibration:
-        for name, value in tensors(x).items():
-            stats[name].add_histogram(value, rng)
+        for name, value in values.items():
+            stats[name].add(value)
     return stats
 
 

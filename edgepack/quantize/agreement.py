@@ -174,6 +174,17 @@ def check_runner(job: ConversionJob, runner: HostRunner) -> Int8Check:
     return check_outputs(TaskSpec.for_job(job), reference, run_all(runner, inputs))
 
 
+def agreement_with_reference(job: ConversionJob, runner: HostRunner, inputs: np.ndarray) -> float:
+    """The int8 check on given images as one number for the formats that compare it with the
+    int8 floor (OpenVINO, ONNX, ExecuTorch, TensorRT): the check's value, and below the floor
+    whenever the check fails (collapsed score channels, lost boxes), so it is never vacuous."""
+    from edgepack.validate.reference import OnnxRuntimeRunner, run_all
+    from edgepack.validate.validator import TASK_FLOOR, TaskSpec
+
+    check = check_outputs(TaskSpec.for_job(job), run_all(OnnxRuntimeRunner(job.model.onnx_path), inputs), run_all(runner, inputs))
+    return check.value if check.passed else min(check.value, TASK_FLOOR["int8"] - 1e-6)
+
+
 def artifact_entry(job: ConversionJob, precision: str, layout: str = "NCHW") -> dict:
     """The minimal manifest record a host runner needs before the artifact is in the manifest."""
     return {
