@@ -2,14 +2,16 @@
 
 For the built-in example detector and a YOLOv8n-sized detector defined in code, per artifact:
 conversion wall time, file size and its ratio to the same format's fp32, host latency
-median/p90 at 1 and 2 threads, and the task-metric delta: mAP50-95 on a fixed generated
-evaluation set for the example (trained) detector; box-F1 agreement with the fp32 reference for
-the random-weight YOLOv8n-sized one (mAP means nothing there). Plus the end-to-end
+median/p90 at 1 and 2 threads, and the task-metric delta: mAP50-95 on 300 generated evaluation
+scenes for the example (trained) detector, top-1 on 300 generated crops for the example
+classifier; box-F1 agreement with the fp32 reference for the random-weight YOLOv8n-sized one
+(mAP means nothing there). Plus the end-to-end
 `edgepack convert` wall time for every format and precision, and a second, unchanged run
 (content-hash cache, target <= 2 s). Targets are reported, never asserted.
 
     .venv/bin/python benchmarks/run.py            # or: make benchmark
-    .venv/bin/python benchmarks/run.py --models example --latency-runs 20
+    .venv/bin/python benchmarks/run.py --models example,classifier --formats ncnn,mnn,tflite --precisions fp32,int8
+    # on a busy machine: OMP_WAIT_POLICY=PASSIVE, or ncnn's spinning OpenMP threads dominate the timings
 """
 
 from __future__ import annotations
@@ -157,6 +159,8 @@ def main() -> None:
                 sys.exit(f"unknown model {name!r} (choose from: example, classifier, yolov8n-sized)")
     load_after = os.getloadavg()
     machine += f"; load average {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end (other jobs share the machine)"
+    if os.environ.get("OMP_WAIT_POLICY"):
+        machine += f"; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
     folder = Path(args.results)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "latest.json").write_text(json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"), "results": results}, indent=1))
