@@ -288,7 +288,7 @@ def _check(job, param: Path, bin_path: Path, input_blob: str, output_blobs: list
     from edgepack.quantize.agreement import artifact_entry, check_runner
 
     entry = {**artifact_entry(job, "int8"), "ncnn": {"input_blob": input_blob, "output_blobs": output_blobs}}
-    return check_runner(job, NcnnRunner(param, bin_path, entry, os.cpu_count() or 1))
+    return check_runner(job, NcnnRunner(param, bin_path, entry, 1))  # one thread: never slowed by spinning peers
 
 
 def quantize(job, param: Path, bin_path: Path, input_blob: str, output_blobs: list[str]) -> tuple[dict[str, Path], dict[str, Any]]:
