@@ -270,6 +270,7 @@ def run_ncnn(param: Path, bin_path: Path, input_blob: str, inputs: np.ndarray, f
     from edgepack.formats.ncnn import strict_fp32
 
     net = ncnn.Net()
+    net.opt.num_threads = 1  # many small runs: one thread is never slowed by spinning peers on a busy machine
     if fp32:
         strict_fp32(net.opt)
     net.load_param(str(param))
