@@ -72,7 +72,8 @@ def bench_model(name: str, source: list[str], work: Path, runs: int, dataset: Pa
         record["second_run_reused"] = "unchanged since the last build" in result.stdout + result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     x = np.load(out / manifest["validation"]["inputs"])["inputs"][0]
-    reference_boxes = sum(len(b) for b in json.loads((out / manifest["validation"]["reference_task_outputs"]).read_text()))
+    reference_task = json.loads((out / manifest["validation"]["reference_task_outputs"]).read_text())
+    reference_boxes = sum(len(b) for b in reference_task if isinstance(b, list))  # classifiers: one class index per image
     fp32_size = {e["format"]: e["size_bytes"] for e in manifest["artifacts"] if e["precision"] == "fp32"}
     rows = []
     for entry in manifest["artifacts"]:
@@ -157,16 +158,20 @@ def main() -> None:
                 results.append(bench_model("yolov8n-sized", source, work, args.latency_runs, None, selection))
             else:
                 sys.exit(f"unknown model {name!r} (choose from: example, classifier, yolov8n-sized)")
+            write_results(Path(args.results), machine, results)  # after each model: a later crash loses nothing
     load_after = os.getloadavg()
     machine += f"; load average {load_before[0]:.1f} at the start, {load_after[0]:.1f} at the end (other jobs share the machine)"
     if os.environ.get("OMP_WAIT_POLICY"):
         machine += f"; OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
-    folder = Path(args.results)
+    print(write_results(Path(args.results), machine, results))
+
+
+def write_results(folder: Path, machine: str, results: list[dict]) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "latest.json").write_text(json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"), "results": results}, indent=1))
     text = markdown(results, machine)
     (folder / "latest.md").write_text(text)
-    print(text)
+    return text
 
 
 if __name__ == "__main__":
