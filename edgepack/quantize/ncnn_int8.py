@@ -317,12 +317,19 @@ def quantize(job, param: Path, bin_path: Path, input_blob: str, output_blobs: li
     details.update(apply_table(param, bin_path, _without(table, kept), out_param, out_bin))
     check = _check(job, out_param, out_bin, input_blob, output_blobs)
     if calib.auto_mixed and not check.passed:
+        from edgepack.quantize.agreement import at_least_as_good
+
         extra = head_and_stem_layers(parsed, input_blob) - kept
         log.warning("ncnn int8: %s; keeping %s in float", "; ".join(check.reasons), sorted(extra))
+        before, first_kept = check, set(kept)
         kept |= extra
         details.update(apply_table(param, bin_path, _without(table, kept), out_param, out_bin))
         details["mixed_precision"] = {"reason": "; ".join(check.reasons), "before": check.record()}
         check = _check(job, out_param, out_bin, input_blob, output_blobs)
+        if not check.passed and at_least_as_good(before, check):  # the fallback did no better: keep the first
+            details["mixed_precision"].update(kept="the plain int8 model (float stem/heads did no better)", fallback=check.record())
+            kept, check = first_kept, before
+            details.update(apply_table(param, bin_path, _without(table, kept), out_param, out_bin))
     details["float_layers"] = sorted(kept)
     if calib.explain:
         details["sensitivity"] = sensitivity(param, bin_path, table, input_blob, check_inputs(job)[:4], job.workdir / "explain")
