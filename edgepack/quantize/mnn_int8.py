@@ -217,11 +217,17 @@ def quantize(job, fp32_model: Path) -> tuple[Path, dict[str, Any]]:
     result = _check(job, out)
     float_ops = skip + kl_floor if use_kl else []
     if calib.auto_mixed and not result.passed:
-        before = result
+        from edgepack.quantize.agreement import at_least_as_good
+
+        before, first = result, (out, details, float_ops)
         float_ops = list(dict.fromkeys(skip + [n for n in regions["stem"] + kl_floor]))
         out, details = _quantize(job, fp32_model, "int8-mixed", float_ops, runtime, doc, True)
         result = _check(job, out)
-        details["mixed_precision"] = {"reason": "; ".join(before.reasons), "before": before.record()}
+        mixed = {"reason": "; ".join(before.reasons), "before": before.record()}
+        if not result.passed and at_least_as_good(before, result):  # the fallback did no better: keep the first
+            mixed.update(kept="the plain int8 model (float stem/heads did no better)", fallback=result.record())
+            (out, details, float_ops), result = first, before
+        details["mixed_precision"] = mixed
     details["float_layers"] = float_ops
     details["calibration"]["int8_check"] = result.record()
     details["calibration"]["task_agreement_on_calibration"] = round(result.value, 4)

@@ -270,6 +270,7 @@ def run_ncnn(param: Path, bin_path: Path, input_blob: str, inputs: np.ndarray, f
     from edgepack.formats.ncnn import strict_fp32
 
     net = ncnn.Net()
+    net.opt.num_threads = 1  # many small runs: one thread is never slowed by spinning peers on a busy machine
     if fp32:
         strict_fp32(net.opt)
     net.load_param(str(param))
@@ -288,7 +289,7 @@ def _check(job, param: Path, bin_path: Path, input_blob: str, output_blobs: list
     from edgepack.quantize.agreement import artifact_entry, check_runner
 
     entry = {**artifact_entry(job, "int8"), "ncnn": {"input_blob": input_blob, "output_blobs": output_blobs}}
-    return check_runner(job, NcnnRunner(param, bin_path, entry, os.cpu_count() or 1))
+    return check_runner(job, NcnnRunner(param, bin_path, entry, 1))  # one thread: never slowed by spinning peers
 
 
 def quantize(job, param: Path, bin_path: Path, input_blob: str, output_blobs: list[str]) -> tuple[dict[str, Path], dict[str, Any]]:
@@ -316,12 +317,19 @@ def quantize(job, param: Path, bin_path: Path, input_blob: str, output_blobs: li
     details.update(apply_table(param, bin_path, _without(table, kept), out_param, out_bin))
     check = _check(job, out_param, out_bin, input_blob, output_blobs)
     if calib.auto_mixed and not check.passed:
+        from edgepack.quantize.agreement import at_least_as_good
+
         extra = head_and_stem_layers(parsed, input_blob) - kept
         log.warning("ncnn int8: %s; keeping %s in float", "; ".join(check.reasons), sorted(extra))
+        before, first_kept = check, set(kept)
         kept |= extra
         details.update(apply_table(param, bin_path, _without(table, kept), out_param, out_bin))
         details["mixed_precision"] = {"reason": "; ".join(check.reasons), "before": check.record()}
         check = _check(job, out_param, out_bin, input_blob, output_blobs)
+        if not check.passed and at_least_as_good(before, check):  # the fallback did no better: keep the first
+            details["mixed_precision"].update(kept="the plain int8 model (float stem/heads did no better)", fallback=check.record())
+            kept, check = first_kept, before
+            details.update(apply_table(param, bin_path, _without(table, kept), out_param, out_bin))
     details["float_layers"] = sorted(kept)
     if calib.explain:
         details["sensitivity"] = sensitivity(param, bin_path, table, input_blob, check_inputs(job)[:4], job.workdir / "explain")

@@ -125,13 +125,21 @@ def quantize_job(job, fp32_model: Path, out: Path, open_runner) -> dict[str, Any
     full_int8(fp32_model, out, nhwc, input_type, output_type, float_tensors)
     check = check_runner(job, open_runner(out))
     if spec.calibration.auto_mixed and not check.passed:
-        before = check
+        from edgepack.quantize.agreement import at_least_as_good
+
+        before, first = check, (list(float_tensors), output_type, why)
         float_tensors += [n for n in tail_and_stem_tensors(fp32_model) if n not in float_tensors]
-        output_type = "float"
-        why = "mixed precision: the int8 check failed, stem/heads/tail and the output stay float"
-        full_int8(fp32_model, out, nhwc, input_type, output_type, float_tensors)
-        check = check_runner(job, open_runner(out))
+        mixed_path = out.with_name(out.stem + "-mixed.tflite")
+        full_int8(fp32_model, mixed_path, nhwc, input_type, "float", float_tensors)
+        check = check_runner(job, open_runner(mixed_path))
         details["mixed_precision"] = {"reason": "; ".join(before.reasons), "before": before.record()}
+        if not check.passed and at_least_as_good(before, check):  # the fallback did no better: keep the first
+            details["mixed_precision"].update(kept="the plain int8 model (float stem/heads did no better)", fallback=check.record())
+            (float_tensors, output_type, why), check = first, before
+        else:
+            mixed_path.replace(out)
+            output_type = "float"
+            why = "mixed precision: the int8 check failed, stem/heads/tail and the output stay float"
     details["io_type"] = input_type if output_type == input_type else f"{input_type} input, {output_type} output"
     details["io_reason"] = why
     details["float_layers"] = len(float_tensors)

@@ -85,3 +85,13 @@ def test_nan_outputs_fail(detector_outputs):
     broken = detector_outputs.copy()
     broken[0, 0, 0, 0] = np.nan
     assert not check_outputs(TASK, [detector_outputs], [broken]).passed
+
+
+def test_fallback_is_kept_only_when_it_does_better():
+    from edgepack.quantize.agreement import Int8Check, at_least_as_good
+
+    plain = Int8Check(False, {"top1_agreement": 0.94}, ["x"])
+    worse = Int8Check(False, {"top1_agreement": 0.0}, ["y"])
+    passing = Int8Check(True, {"top1_agreement": 0.91})
+    assert at_least_as_good(plain, worse) and not at_least_as_good(worse, plain)
+    assert at_least_as_good(passing, plain) and not at_least_as_good(plain, passing)
