@@ -37,9 +37,11 @@ from edgepack.errors import ConversionError, MissingDependencyError
 from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, TargetFormat, fit_shape
 
 ORT_TARGET_PLATFORM = "arm"  # phones: keeps QDQ int8 nodes for ARM kernels, no x86-only NCHWc layout
-# .ort vs .onnx on the same input: the graphs differ only by optimizations, int8 also by kernels
-# (the ARM-targeted .ort keeps int8 QDQ pairs fused; measured 0.99998 on the built-in classifier)
-ORT_MATCH_COSINE = {"fp32": 0.99999, "int8": 0.999}
+# .ort vs .onnx on the same input: fp32 graphs differ only by optimizations; the int8 .ort is
+# optimized for ARM (QDQ fused into int8 kernels, session.qdqisint8allowed) and runs x86's int8
+# kernels here, which the .onnx does not use: the int8 floor bounds that difference (measured
+# down to cosine 0.9875 on the built-in classifier)
+ORT_MATCH_COSINE = {"fp32": 0.99999, "int8": 0.98}
 
 
 def model_metadata(job: ConversionJob) -> dict[str, str]:
