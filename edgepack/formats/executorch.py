@@ -155,11 +155,22 @@ class ExecuTorchRunner:
 
         with captured_native_output("executorch runtime", (1, 2)):
             portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's threadpool is process-wide
-        self.program, self.method = load_method(path)
+            try:  # the quantized kernels, for q/dq ops left outside the XNNPACK partitions
+                import executorch.kernels.quantized  # noqa: F401
+            except ImportError:
+                pass
         self.output_shapes = [o["shape"] for o in entry["outputs"]]
+        self.load_error: Exception | None = None
+        try:
+            self.program, self.method = load_method(path)
+        except RuntimeError as e:  # reported by the validator as a failed artifact, not a crash
+            self.load_error = e
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         import torch
+
+        if self.load_error is not None:
+            raise self.load_error
 
         outputs = self.method.execute([torch.from_numpy(np.ascontiguousarray(x, np.float32))])
         return [fit_shape(np.asarray(o.detach().numpy() if hasattr(o, "detach") else o, np.float32), shape)
