@@ -93,8 +93,8 @@ def _lower(exported: Any) -> bytes:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    # the default edge IR checks stay on: without them (EdgeCompileConfig(_check_ir_validity=False),
-    # much faster) a quantized detector's program failed to load on the runtime (error 0x1)
+    # the default edge IR checks stay on: skipping them (EdgeCompileConfig(_check_ir_validity=False))
+    # is much faster but is not verified yet on a quantized program that loads (docs-runtimes.md)
     with quiet_export():
         program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
     return program.buffer
