@@ -37,7 +37,11 @@ from edgepack.errors import ConversionError, MissingDependencyError
 from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, TargetFormat, fit_shape
 
 ORT_TARGET_PLATFORM = "arm"  # phones: keeps QDQ int8 nodes for ARM kernels, no x86-only NCHWc layout
-ORT_MATCH_COSINE = 0.99999  # .ort vs .onnx on the same input: only graph optimizations differ
+# .ort vs .onnx on the same input: fp32 graphs differ only by optimizations; the int8 .ort is
+# optimized for ARM (QDQ fused into int8 kernels, session.qdqisint8allowed) and runs x86's int8
+# kernels here, which the .onnx does not use: the int8 floor bounds that difference (measured
+# down to cosine 0.9875 on the built-in classifier)
+ORT_MATCH_COSINE = {"fp32": 0.99999, "int8": 0.98}
 
 
 def model_metadata(job: ConversionJob) -> dict[str, str]:
@@ -194,6 +198,7 @@ class OnnxArtifactRunner:
         self.output_shapes = [o["shape"] for o in entry["outputs"]]
         self.checked: set[bytes] = set()
         self.worst_ort_cosine = 1.0
+        self.ort_floor = ORT_MATCH_COSINE.get(entry.get("precision", "fp32"), 0.99999)
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         feed = {self.input_name: np.ascontiguousarray(x, np.float32)}
@@ -204,8 +209,8 @@ class OnnxArtifactRunner:
 
             for got, want in zip(self.ort_session.run(None, feed), outputs):
                 self.worst_ort_cosine = min(self.worst_ort_cosine, cosine(np.asarray(got, np.float32), want))
-            if self.worst_ort_cosine < ORT_MATCH_COSINE:
-                raise RuntimeError(f".ort output differs from the .onnx (cosine {self.worst_ort_cosine:.6f} < {ORT_MATCH_COSINE})")
+            if self.worst_ort_cosine < self.ort_floor:
+                raise RuntimeError(f".ort output differs from the .onnx (cosine {self.worst_ort_cosine:.6f} < {self.ort_floor})")
             self.checked.add(key)
         return [fit_shape(o, shape) for o, shape in zip(outputs, self.output_shapes)]
 

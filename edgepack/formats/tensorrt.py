@@ -7,8 +7,9 @@ Per precision, in OUT/tensorrt/:
 - `<name>-<p>.build_engine.sh`: the trtexec command line that builds `<name>-<p>.engine`;
 - int8 also: `<name>-int8.calibration.cache`, TensorRT's calibration cache text format
   (`TRT-<version>-EntropyCalibration2`, then `<tensor>: <float32 scale as big-endian hex>`, the
-  scale being threshold / 127) computed from edgepack's own activation statistics (KL thresholds,
-  as EntropyCalibration2 does, on the calibration images run through ONNX Runtime); and
+  scale being threshold / 127) computed from edgepack's own activation statistics (KL thresholds
+  by default, as EntropyCalibration2 does, on the calibration images run through ONNX Runtime;
+  percentile or min-max when KL misses the int8 floor in the simulation); and
   `<name>-int8.qdq.onnx`, the same scales as explicit Q/DQ nodes (TensorRT 10's preferred
   explicit quantization; `build_engine.sh --explicit`).
 

@@ -20,8 +20,29 @@ def write_calibration_images(folder: Path) -> Path:
     return write_detection_set(folder, 40, seed=5, size=(160, 200)) / "images"
 
 
-def convert(out: Path, onnx_detector: Path, labels: Path, calib: Path, fmt: str, precisions: str, env: dict | None = None) -> dict:
-    args = ["convert", str(onnx_detector), "--labels", str(labels), "--formats", fmt, "--precisions", precisions,
+TESTS = Path(__file__).resolve().parent.parent
+
+
+def tiny_detector_factory():
+    """The tiny detector as a PyTorch source (`runtime_fixtures:tiny_detector_factory`)."""
+    from models import tiny_detector
+
+    model = tiny_detector()
+    model.input_shape = (1, 3, 128, 128)
+    return model
+
+
+def with_tests_on_path(env: dict | None = None) -> dict:
+    """The environment for a CLI child that imports `runtime_fixtures:...` factories."""
+    import os
+
+    env = dict(env or os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), str(TESTS / "formats"), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def convert(out: Path, source: Path | str, labels: Path, calib: Path, fmt: str, precisions: str, env: dict | None = None) -> dict:
+    args = ["convert", str(source), "--labels", str(labels), "--formats", fmt, "--precisions", precisions,
             "--calib", str(calib), "--calib-count", "32", "-o", str(out)]
     import subprocess
     import sys

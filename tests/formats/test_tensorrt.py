@@ -140,7 +140,7 @@ def test_simulated_int8_recomputed_from_the_cache(trt_out, tmp_path):
 @pytest.mark.xfail(strict=True, reason="known defect (issue 18 note): after the one-pass statistics merge, coarser cache "
                    "scales no longer change the revalidated numbers; to be fixed, not hidden")
 def test_the_simulation_reads_the_cache_file(trt_out, tmp_path):
-    """Coarser scales in the cache must show up in the revalidated numbers."""
+    """Scales 1000x too large in the cache must show up in the revalidated numbers."""
     import shutil
 
     from edgepack.formats.tensorrt import cache_text, read_cache
@@ -162,4 +162,5 @@ def test_the_simulation_reads_the_cache_file(trt_out, tmp_path):
     result = run_cli("validate", str(copy))
     assert result.returncode == 0, result.stderr
     entry = next(e for e in load_manifest(copy)["artifacts"] if e["id"] == "tensorrt-int8")
-    assert entry["validation"]["cosine"] < 0.99 and entry["status"] == "degraded"
+    # the boxes' anchor grid keeps the cosine high; the detections are gone
+    assert entry["validation"]["task_agreement"] < 0.5 and entry["status"] == "degraded"
