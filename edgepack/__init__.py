@@ -2,7 +2,7 @@
 
 Public SDK:
     edgepack.convert(model=None, example_input=None, config=None, **overrides) -> manifest dict
-    edgepack.validate(out_dir) -> manifest dict
+    edgepack.revalidate(out_dir) -> manifest dict  (`edgepack.validate` is the subpackage once imported)
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def convert(model: Any = None, example_input: Any = None, config: str | None = N
     return Build(spec, module=module, example_input=example_input).run()
 
 
-def validate(out_dir: str) -> dict[str, Any]:
-    from edgepack.validate.rerun import revalidate
+def revalidate(out_dir: str) -> dict[str, Any]:
+    """Run every artifact of an output folder again (the `edgepack validate OUT` command)."""
+    from edgepack.validate.rerun import revalidate as _revalidate
 
-    return revalidate(out_dir)
+    return _revalidate(out_dir)
