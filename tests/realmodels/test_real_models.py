@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 # format must either be `ok` too or be refused with one line naming the reason (never a traceback).
 MUST_BE_OK: dict[str, set[str]] = {
     "rapidocr-det": {"ncnn", "mnn", "tflite", "coreml"},
+    "rapidocr-cls": {"ncnn", "mnn", "tflite", "coreml"},
     "rapidocr-rec": {"mnn", "coreml"},  # ncnn: pnnx has no layer for its Tensor.reshape; TFLite: litert-torch changes the answers
 }
 # models refused as a whole: the exact line
