@@ -87,12 +87,15 @@ def test_int8_models_run_each_in_a_fresh_process(two_int8_models, tmp_path):
     det_runner = open_mnn_runner(det, det_entry, 1)  # a second int8 model after the first
     first = np.stack([det_runner.run(x)[0] for x in det_x])
     again = np.stack([det_runner.run(x)[0] for x in det_x])
-    # MNN's int8 kernels are not bit-reproducible even in a new process (measured: 1e-4 apart on a
-    # loaded machine): the same answers within int8 rounding, not bit for bit
-    close = {"rtol": 0, "atol": 2e-3}
-    np.testing.assert_allclose(first, again, **close)
-    np.testing.assert_allclose(first, fresh_process_outputs(det, det_entry, det_x, tmp_path), **close)
-    np.testing.assert_allclose(classes, fresh_process_outputs(cls, cls_entry, cls_x, tmp_path), **close)
+    np.testing.assert_array_equal(first, again)
+    # usually bit-identical; MNN's reads of memory it never wrote make rare runs differ in the
+    # last bits, so the bound is a thousandth of the output range (the in-process effect on the
+    # built-in detector was 1.4 px of 320)
+    fresh_det = fresh_process_outputs(det, det_entry, det_x, tmp_path)
+    np.testing.assert_allclose(first, fresh_det, rtol=0, atol=1e-3 * float(np.abs(fresh_det).max()))
+    fresh_cls = fresh_process_outputs(cls, cls_entry, cls_x, tmp_path)
+    np.testing.assert_allclose(classes, fresh_cls, rtol=0, atol=1e-3)
+    assert (classes.argmax(-1) == fresh_cls.argmax(-1)).all()
     assert first.shape == (len(det_x), 1, 7, 336) and np.isfinite(first).all()
     det_runner.close()
     cls_runner.close()
