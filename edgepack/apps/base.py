@@ -30,6 +30,7 @@ from typing import Any, ClassVar, Iterable
 
 from edgepack.errors import OutputError, SpecError, TemplateError
 from edgepack.registry import Registry
+from edgepack.tools import sha256_file
 
 APPS: Registry[type["AppRenderer"]] = Registry("app platform")
 RECORD_NAME = ".edgepack-generated.json"
@@ -161,14 +162,6 @@ class AppRenderer(ABC):
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _environment(root: Path):

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import fcntl
-import hashlib
 import json
 import os
 import platform
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Iterator
 
 from edgepack.errors import MissingDependencyError
+from edgepack.tools import sha256_file
 
 NCNN_VERSION = "1.0.20261020"
 NCNN_SDIST_URL = ("https://files.pythonhosted.org/packages/b7/50/"
@@ -141,14 +141,6 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _run(argv: list[str], cwd: Path, log: Path, what: str) -> None:
     with open(log, "a") as out:
         out.write(f"$ {' '.join(argv)}\n")
@@ -163,7 +155,7 @@ def ncnn_sdist(cache: Path | None = None) -> Path:
     """The pinned ncnn source distribution, downloaded from PyPI by pip once."""
     folder = (cache or cache_root()) / "sdist"
     tarball = folder / f"ncnn-{NCNN_VERSION}.tar.gz"
-    if tarball.is_file() and _sha256(tarball) == NCNN_SDIST_SHA256:
+    if tarball.is_file() and sha256_file(tarball) == NCNN_SDIST_SHA256:
         return tarball
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
@@ -174,7 +166,7 @@ def ncnn_sdist(cache: Path | None = None) -> Path:
         if result.returncode != 0 or not got.is_file():
             raise NativeBuildError(f"pip could not download the ncnn {NCNN_VERSION} source distribution: "
                             f"{(result.stderr or result.stdout).strip().splitlines()[-1:]}")
-        if _sha256(got) != NCNN_SDIST_SHA256:
+        if sha256_file(got) != NCNN_SDIST_SHA256:
             raise NativeBuildError(f"ncnn source distribution has the wrong sha256 (expected {NCNN_SDIST_SHA256})")
         os.replace(got, tarball)
     return tarball
