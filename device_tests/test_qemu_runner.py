@@ -69,8 +69,9 @@ def test_arm64_runner_that_differs_fails(make_device, device_test, arm64_runner,
     original = manifest_bin.read_bytes()
     try:
         data = bytearray(original)
-        for i in range(len(data) // 2 + 1, len(data) // 2 + 8192, 2):
-            data[i] ^= 0x80  # sign bits of fp16 weights (a mantissa bit where fp32 values sit)
+        # fp16 weights sit at even offsets (ncnn's blobs are 4-byte aligned): odd offsets hold their sign bits
+        for i in range(len(data) // 2 | 1, len(data) // 2 + 8192, 2):
+            data[i] ^= 0x80
         manifest_bin.write_bytes(bytes(data))
         result, report_dir = device_test("--serial", device.serial, "--backends", "ncnn", runner=arm64_runner)
     finally:

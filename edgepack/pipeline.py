@@ -247,8 +247,8 @@ class Build:
                     entry = self._build_artifact(planned, model, labels, name, work, staging, calibration, manifest)
                     self._validate_artifact(planned, entry, staging, inputs, reference, reference_task, labels, name)
                 except Exception as e:  # one format failing keeps the others (recorded as failed)
-                    if outdir.is_output_error(e):
-                        raise
+                    if outdir.is_output_error(e) or isinstance(e, SpecError):
+                        raise  # a full disk or the user's own input (calibration images, --int8-skip) stops the build
                     entry = self._failed_entry(planned, e, work, staging)
                     console.warn(f"{planned.id}: {entry['validation']['reasons'][0]}")
                 manifest["artifacts"].append(entry)

@@ -130,6 +130,15 @@ def test_validate_catches_an_artifact_that_changed_the_answers(detector_out, tmp
     entry = by_id(load_manifest(out))["ncnn-fp32"]
     path = out / entry["files"]["bin"]
     path.write_bytes((np.frombuffer(path.read_bytes(), dtype=np.float32) * 1.02).astype(np.float32).tobytes())
+    # bytes that differ from the recorded sha256 fail whatever they answer; the numbers are measured all the same
+    result = run_cli("validate", str(out))
+    assert result.returncode == 6 and "detector-fp32.ncnn.bin changed since it was built" in result.stderr, result.stderr
+    changed = by_id(load_manifest(out))["ncnn-fp32"]["validation"]
+    assert changed["status"] == "failed" and changed["measured_status"] == "degraded", changed
+    # as if the converter itself had written these bytes: its manifest records their sha256
+    manifest = json.loads((out / "manifest.json").read_text())
+    by_id(manifest)["ncnn-fp32"]["sha256"]["bin"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(manifest))
     result = run_cli("validate", str(out))
     assert result.returncode == 0, result.stderr  # degraded is reported, and fails only with --strict
     assert "ncnn-fp32: box_f1_iou50" in result.stdout

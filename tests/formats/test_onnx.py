@@ -4,6 +4,8 @@ caught by validation."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 
 import numpy as np
@@ -37,7 +39,7 @@ def test_onnx_and_ort_files_run_in_onnxruntime(onnx_out):
         from_onnx = _run(out / entry["files"]["model"], inputs)
         cosine, f1 = recomputed(out, from_onnx)
         assert cosine >= floor, (precision, cosine)
-        assert abs(entry["validation"]["cosine"] - cosine) < 1e-6 and abs(entry["validation"]["task_agreement"] - f1) < 1e-9
+        assert abs(entry["validation"]["cosine"] - cosine) < 1e-5 and abs(entry["validation"]["task_agreement"] - f1) < 1e-9
         assert_status_matches_numbers(entry)
         if precision == "fp16":  # an .ort converted on x86 would compute in fp32 (no fp16 Conv kernel here)
             assert set(entry["files"]) == {"model"} and "not written for fp16" in entry["onnx"]["ort"]
@@ -88,8 +90,13 @@ def test_a_wrong_ort_file_fails_revalidation(onnx_out, tmp_path):
     from edgepack.formats.onnx_format import convert_to_ort
 
     shutil.copy(convert_to_ort(wrong_path)[0], copy / fp32["files"]["ort"])
+    # the manifest records this .ort's sha256, as if the converter had written it: only the numbers can catch it
+    manifest = json.loads((copy / "manifest.json").read_text())
+    recorded = next(e for e in manifest["artifacts"] if e["id"] == "onnx-fp32")
+    recorded["sha256"]["ort"] = hashlib.sha256((copy / fp32["files"]["ort"]).read_bytes()).hexdigest()
+    (copy / "manifest.json").write_text(json.dumps(manifest))
     result = run_cli("validate", str(copy))
     assert result.returncode == 6, result.stderr
     entry = next(e for e in load_manifest(copy)["artifacts"] if e["id"] == "onnx-fp32")
-    assert entry["status"] == "failed" and ".ort output differs" in entry["validation"]["reasons"][0]
+    assert entry["status"] == "failed" and ".ort output differs" in entry["validation"]["reasons"][0], entry["validation"]
     assert all(e["status"] == arts[e["id"]]["status"] for e in load_manifest(copy)["artifacts"] if e["id"] != "onnx-fp32")
