@@ -42,12 +42,10 @@ class CoreMLPackage:
 
 def load_package(path: str | Path) -> CoreMLPackage:
     """Read an .mlpackage with coremltools' readers (Manifest.json, model protobuf, weight blobs)."""
-    from edgepack.native import captured_native_output, quiet_tensorflow
+    from edgepack.coreml_eval.importing import coremltools_readers
 
-    quiet_tensorflow()
-    with captured_native_output("coremltools import", (1, 2)):
-        import coremltools as ct
-        from coremltools.models.utils import _try_get_weights_dir_path
+    ct = coremltools_readers()
+    from coremltools.models.utils import _try_get_weights_dir_path
 
     path = Path(path)
     spec = ct.utils.load_spec(str(path))

@@ -62,9 +62,10 @@ class MLProgram:
 
     @classmethod
     def from_spec(cls, model_spec: Any, weights_dir: Path) -> "MLProgram":
-        from edgepack.native import captured_native_output, quiet_tensorflow
+        from edgepack.coreml_eval.importing import coremltools_readers
+        from edgepack.native import captured_native_output
 
-        quiet_tensorflow()
+        coremltools_readers()
         with captured_native_output("coremltools", (1, 2)):
             from coremltools.converters.mil.frontend.milproto.load import load
             from coremltools.converters.mil.mil import types

@@ -36,6 +36,7 @@ import numpy as np
 
 from edgepack.errors import ConversionError, MissingDependencyError
 from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, RuntimeUnavailable, TargetFormat
+from edgepack.coreml_eval.importing import coremltools_full, coremltools_readers
 from edgepack.native import captured_native_output, quiet_tensorflow
 from edgepack.sources.base import pytorch_module
 
@@ -146,7 +147,7 @@ def _network(job: ConversionJob, labels: list[str], compute: str) -> Any:
     """The converted ML Program (before the NMS pipeline and metadata) for compute precision
     fp32 or fp16: converted once per build and saved in the converting job's folder; later jobs
     of the same build (int8-weight after fp16) load that package instead of converting again."""
-    import coremltools as ct
+    ct = coremltools_full()
 
     shared = job.model.cache.setdefault("coreml", {})
     saved = shared.setdefault("networks", {})
@@ -183,7 +184,7 @@ def _network(job: ConversionJob, labels: list[str], compute: str) -> Any:
 
 
 def _nms_model(network_spec: Any, labels: list[str], num_boxes: int, iou: float, confidence: float) -> Any:
-    import coremltools as ct
+    ct = coremltools_full()
 
     nms_spec = ct.proto.Model_pb2.Model()
     nms_spec.specificationVersion = 7
@@ -213,7 +214,7 @@ def _nms_model(network_spec: Any, labels: list[str], num_boxes: int, iou: float,
 
 
 def _detector_pipeline(network: Any, labels: list[str], num_boxes: int, job: ConversionJob) -> Any:
-    import coremltools as ct
+    ct = coremltools_full()
 
     spec = network.get_spec()
     for i, columns in enumerate((len(labels), 4)):
@@ -279,14 +280,12 @@ class CoreMLFormat(TargetFormat):
 
     def check_environment(self) -> None:
         try:
-            quiet_tensorflow()
-            with captured_native_output("coremltools import", (1, 2)):  # version warnings, missing macOS proxies
-                import coremltools  # noqa: F401
+            coremltools_full()
         except ImportError:
             raise MissingDependencyError("coreml needs coremltools", "run `make setup`") from None
 
     def convert(self, job: ConversionJob) -> ConvertedModel:
-        import coremltools as ct
+        ct = coremltools_full()
 
         labels = list(job.labels or [])
         kind = core_kind(job.spec.model.task, job.spec.model.head)
@@ -469,7 +468,7 @@ def _classify_labels(network: Any) -> list[str]:
 
 
 def describe_package(path: Path) -> dict[str, Any]:
-    import coremltools as ct
+    ct = coremltools_readers()
 
     spec = ct.utils.load_spec(str(path))
     d = spec.description
@@ -510,7 +509,7 @@ def describe_package(path: Path) -> dict[str, Any]:
 
 def _weight_storage(ops: list[Any]) -> dict[str, dict[str, int]]:
     """Tensors stored in the package's weight file, by data type: what compression really wrote."""
-    import coremltools as ct
+    ct = coremltools_readers()
 
     storage: dict[str, dict[str, int]] = {}
     for op in ops:

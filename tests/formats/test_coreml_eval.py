@@ -444,3 +444,24 @@ def test_yolov5_head_is_compared_before_the_view(tmp_path):
     final = runner.final_outputs(x)
     assert len(expected) > 0 and len(final["confidence"]) == len(expected)
     np.testing.assert_allclose(final["confidence"].max(axis=1), expected.scores, atol=1e-5)
+
+
+def test_reading_skips_the_frameworks_and_converting_afterwards_still_works(coreml_detector_out, onnx_detector, detector_labels, tmp_path):
+    """`validate` reads packages without importing TensorFlow/PyTorch (coremltools' import of them
+    is most of a Core ML validation's time); a conversion later in the same process still gets
+    coremltools' PyTorch frontend."""
+    import subprocess
+    import sys
+
+    copy = _coreml_only_copy(coreml_detector_out, tmp_path)
+    code = (
+        "import sys, edgepack\n"
+        f"m = edgepack.revalidate({str(copy)!r})\n"
+        "assert all(e['status'] == 'ok' for e in m['artifacts']), [(e['id'], e['status']) for e in m['artifacts']]\n"
+        "assert not {'torch', 'tensorflow', 'executorch'} & set(sys.modules), sorted({'torch', 'tensorflow', 'executorch'} & set(sys.modules))\n"
+        f"m = edgepack.convert({str(onnx_detector)!r}, formats=['coreml'], precisions=['fp16'], labels={str(detector_labels)!r},"
+        f" output={str(tmp_path / 'again')!r})\n"
+        "assert [(e['id'], e['status']) for e in m['artifacts']] == [('coreml-fp16', 'ok')], m['artifacts']\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
