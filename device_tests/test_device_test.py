@@ -161,3 +161,42 @@ def test_shell_v1_without_exit_codes_still_works(adb_server, make_device):
 def test_adb_version_is_the_real_client():
     version = subprocess.run([ADB, "version"], capture_output=True, text=True).stdout
     assert "Android Debug Bridge" in version
+
+
+def test_a_runner_result_naming_paths_outside_is_refused(make_device, device_test, tmp_path):
+    """result.json comes from a program on the phone: an output `file` like ../../x must not make
+    the host write outside its work folder; the case fails naming the field."""
+    runner = tmp_path / "hostile" / "edgepack-runner"
+    runner.parent.mkdir()
+    runner.write_text(
+        f"#!{sys.executable}\n"
+        "import json, pathlib, sys\n"
+        "out = pathlib.Path(sys.argv[sys.argv.index('--out') + 1]); out.mkdir(parents=True, exist_ok=True)\n"
+        "(out.parent / 'escaped.f32').write_bytes(bytes(16))\n"
+        "record = {'input': 0, 'name': 'output0', 'file': '../escaped.f32'}\n"
+        "(out / 'result.json').write_text(json.dumps({'latencies_ms': [1.0], 'outputs': [record]}))\n"
+    )
+    runner.chmod(0o755)
+    device = make_device()
+    result, report_dir = device_test("--serial", device.serial, "--backends", "ncnn", runner=runner)
+    assert result.returncode == 6, result.stdout + result.stderr
+    case = load_report(report_dir)["cases"][0]
+    assert case["status"] == "failed" and "'../escaped.f32' is not a plain file name" in case["message"], case
+
+
+def test_runner_results_are_checked_field_by_field():
+    import pytest
+
+    from edgepack.devices.device_test import checked_result
+
+    good = {"latencies_ms": [1, 2.5], "outputs": [{"input": 0, "name": "o", "file": "out_0_0.f32"}]}
+    assert checked_result(good)["latencies_ms"] == [1.0, 2.5]
+    for bad, why in [
+        ({**good, "outputs": [{"input": 0, "name": "o", "file": "/etc/passwd"}]}, "not a plain file name"),
+        ({**good, "outputs": [{"input": 0, "name": "o", "file": ".."}]}, "not a plain file name"),
+        ({**good, "outputs": [{"input": "0", "name": "o", "file": "a.f32"}]}, "not a whole number"),
+        ({**good, "latencies_ms": [float("nan")]}, "finite"),
+        ([], "expected an object"),
+    ]:
+        with pytest.raises(ValueError, match=why):
+            checked_result(bad)

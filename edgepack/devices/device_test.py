@@ -10,6 +10,8 @@ compute latency statistics from the raw per-iteration times, remove the run fold
 from __future__ import annotations
 
 import json
+import math
+import re
 import tempfile
 import time
 import uuid
@@ -239,18 +241,46 @@ class DeviceRun:
         local = self.work / f"{case.backend}-{case.accelerator}"
         local.mkdir()
         self.adb.pull(self.serial, f"{outdir}/{RESULT_FILE}", local / RESULT_FILE)
-        result = json.loads((local / RESULT_FILE).read_text())
+        try:  # written by a program on the device: data to check, never paths to trust
+            result = checked_result(json.loads((local / RESULT_FILE).read_text(encoding="utf-8")))
+        except (ValueError, UnicodeDecodeError) as e:
+            case.status, case.message = "failed", f"runner {RESULT_FILE}: {e}"
+            return
         names = [o["name"] for o in entry["outputs"]]
         got: list[list[np.ndarray]] = [[] for _ in names]
         for record in sorted(result["outputs"], key=lambda r: r["input"]):
             index = names.index(record["name"]) if record["name"] in names else 0  # runners name blobs their own way
             self.adb.pull(self.serial, f"{outdir}/{record['file']}", local / record["file"])
             got[index].append(np.fromfile(local / record["file"], dtype="<f4").reshape(entry["outputs"][index]["shape"]))
-        case.latencies_ms = [float(v) for v in result["latencies_ms"]]
+        case.latencies_ms = result["latencies_ms"]
         case.latency = latency_stats(case.latencies_ms)
         case.metrics, problems = compare_with_reference(self.out, self.manifest, entry, [np.stack(g) for g in got])
         case.status = "failed" if problems else "passed"
         case.message = "; ".join(problems)
+
+
+PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+
+
+def checked_result(result: Any) -> dict[str, Any]:
+    """A runner's result.json, checked field by field: output files must be plain names (they are
+    pulled into a host folder), inputs whole numbers, latencies finite numbers."""
+    if not isinstance(result, dict) or not isinstance(result.get("outputs"), list) or not isinstance(result.get("latencies_ms"), list):
+        raise ValueError("expected an object with 'outputs' and 'latencies_ms' lists")
+    outputs = []
+    for record in result["outputs"]:
+        if not isinstance(record, dict):
+            raise ValueError("an 'outputs' entry is not an object")
+        name, file, index = record.get("name"), record.get("file"), record.get("input")
+        if not isinstance(file, str) or not PLAIN_FILE_NAME.fullmatch(file):
+            raise ValueError(f"output file {file!r} is not a plain file name")
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise ValueError(f"output {file!r}: input {index!r} is not a whole number")
+        outputs.append({"name": str(name), "file": file, "input": index})
+    latencies = result["latencies_ms"]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in latencies):
+        raise ValueError("latencies_ms must be finite non-negative numbers")
+    return {**result, "outputs": outputs, "latencies_ms": [float(v) for v in latencies]}
 
 
 def runner_libraries(runner: Path) -> list[Path]:
