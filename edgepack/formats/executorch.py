@@ -13,7 +13,7 @@ XnnpackPartitioner, serialized by `to_executorch`.
   int8 paths (edgepack/quantize/onnx_graph.py).
 
 ExecuTorch shares the pinned stack: executorch 1.4.1 declares torch>=2.13.0a0 and resolves with
-every existing pin (docs-runtimes.md), so it runs in edgepack's own interpreter.
+every existing pin (the README, "Other edge runtimes"), so it runs in edgepack's own interpreter.
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def _lower(exported: Any) -> bytes:
     from executorch.exir import to_edge_transform_and_lower
 
     # the default edge IR checks stay on: skipping them (EdgeCompileConfig(_check_ir_validity=False))
-    # is much faster but is not verified yet on a quantized program that loads (docs-runtimes.md)
+    # is much faster but is not verified yet on a quantized program that loads (the README, "Other edge runtimes")
     with quiet_export():
         program = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch()
     return program.buffer

@@ -5,7 +5,7 @@
   inference precision).
 - int8: NNCF post-training quantization (`nncf.quantize`) on the calibration images, the float
   tail after the last weight layer in NNCF's ignored scope (edgepack/quantize/onnx_graph.py;
-  measured in docs-runtimes.md).
+  measured in the README, "Other edge runtimes").
 
 fp32 and int8 are validated with INFERENCE_PRECISION_HINT f32 (the CPU plugin would otherwise run
 bf16 on CPUs with AMX/AVX512-BF16 and numbers would depend on the machine); fp16 runs with the

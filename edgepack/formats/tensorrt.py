@@ -20,7 +20,7 @@ Checked here by simulation in ONNX Runtime: int8 = the ONNX graph with QuantizeL
 DequantizeLinear inserted for every tensor of the cache at the cache's scales (read back from the
 file) and per-output-channel int8 weights, as TensorRT quantizes them; fp16 = the graph converted to
 fp16. The status is that of the simulation (ok / degraded / failed); the engine itself is never
-built here, which the manifest records under `tensorrt.engine` (docs-runtimes.md).
+built here, which the manifest records under `tensorrt.engine` (the README, "Other edge runtimes").
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ formats share: which nodes form the float "tail" and which tensors carry float a
 The tail is every node after the last weight layer (Conv, Gemm, MatMul): for a YOLO-style
 detector, the decode (sigmoid, box arithmetic, the final Concat of boxes and scores). One int8
 scale cannot hold box coordinates (0..input size) and scores (0..1) of that Concat at once, so
-the int8 paths keep the tail in float (measured: docs-runtimes.md).
+the int8 paths keep the tail in float (measured: the README, "Other edge runtimes").
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Compare an artifact with the reference: per output and per output part, the task, and latency.
 
-Status rules (documented in docs-tasks.md / the README):
+Status rules (documented in the README, "Status rules"):
 - failed: the artifact does not run, an output has the wrong shape, or produces NaN/inf;
 - degraded: the cosine of an output, or of a part of it (box coordinates, objectness, class
   scores, mask coefficients, keypoints), is below the precision's floor; a part the reference

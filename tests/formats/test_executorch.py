@@ -1,7 +1,7 @@
 """ExecuTorch .pte fp32/int8 with the XNNPACK delegate: programs loaded and run again with
 ExecuTorch's own runtime, numbers recomputed, delegation and quantization read back. The source is
 the tiny detector as a PyTorch module (ExecuTorch's own path; int8 of the ONNX-sourced tiny
-detector through onnx2torch builds a program that fails to load, see docs-runtimes.md)."""
+detector through onnx2torch builds a program that fails to load, see the README, "Other edge runtimes")."""
 
 from __future__ import annotations
 
