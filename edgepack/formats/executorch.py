@@ -28,7 +28,7 @@ import numpy as np
 from edgepack.errors import ConversionError, MissingDependencyError
 from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, TargetFormat, fit_shape
 from edgepack.native import captured_native_output
-from edgepack.sources.base import pytorch_module
+from edgepack.sources.base import pytorch_module, through_onnx2torch
 
 WEIGHT_TARGETS = ("conv", "linear", "addmm", "matmul", "mm.default", "bmm")
 
@@ -205,7 +205,7 @@ class ExecuTorchFormat(TargetFormat):
         example = torch.zeros(*job.model.input_shape)
         details: dict[str, Any] = {
             "delegate": "XnnpackBackend",
-            "converter": "torch.export + executorch.exir.to_edge_transform_and_lower" + (" (via onnx2torch)" if job.model.torch_module is None else ""),
+            "converter": "torch.export + executorch.exir.to_edge_transform_and_lower" + (" (via onnx2torch)" if through_onnx2torch(job.model) else ""),
         }
         try:
             if job.precision == "int8":

@@ -21,7 +21,7 @@ from edgepack.formats import tflite_metadata
 from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, TargetFormat, fit_shape
 from edgepack.native import captured_native_output, quiet_tensorflow
 from edgepack.quantize import tflite_quant
-from edgepack.sources.base import CanonicalModel, pytorch_module
+from edgepack.sources.base import CanonicalModel, pytorch_module, through_onnx2torch
 
 _GPU_WARNING = re.compile(r"GPU COMPATIBILITY WARNING: (.+)")
 # Ops the TFLite GPU delegate does not run (the analyzer of TF 2.21 passes some of them, e.g.
@@ -187,7 +187,7 @@ class TfliteFormat(TargetFormat):
     def convert(self, job: ConversionJob) -> ConvertedModel:
         fp32 = fp32_flatbuffer(job.model, job.workdir)
         plain = job.workdir / "plain.tflite"
-        details: dict[str, Any] = {"converter": "litert-torch" + (" (via onnx2torch)" if job.model.torch_module is None else "")}
+        details: dict[str, Any] = {"converter": "litert-torch" + (" (via onnx2torch)" if through_onnx2torch(job.model) else "")}
         if job.precision == "fp32":
             plain.write_bytes(fp32.read_bytes())
         elif job.precision == "fp16":

@@ -32,11 +32,17 @@ class CanonicalModel:
         return self.input_shape[2], self.input_shape[3]
 
 
+def through_onnx2torch(model: CanonicalModel) -> bool:
+    """Whether the PyTorch-based converters get the canonical ONNX graph converted by onnx2torch."""
+    return model.torch_module is None or model.source_kind == "torchscript"
+
+
 def pytorch_module(model: CanonicalModel) -> Any:
     """The model as an eval-mode torch module, for the converters that start from PyTorch
     (litert-torch, coremltools): the user's own module when there is one, else the canonical
-    ONNX graph converted by onnx2torch (ONNX and Keras sources)."""
-    if model.torch_module is not None:
+    ONNX graph converted by onnx2torch (ONNX and Keras sources, and TorchScript files: a
+    ScriptModule cannot go through torch.export, which litert-torch and coremltools start from)."""
+    if not through_onnx2torch(model):
         return model.torch_module.eval()
     if "torch_from_onnx" not in model.cache:
         from edgepack.sources.onnx_to_torch import onnx_to_torch

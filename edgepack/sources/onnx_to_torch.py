@@ -166,13 +166,95 @@ def _bind_value_constants(graph_module: Any) -> int:
 ONNX2TORCH_MAX_OPSET = 17
 
 
+HELD_DOMAIN = "edgepack.held"  # nodes the version converter must step over (it has no adapter for them)
+
+
+def _constant(model: Any, name: str) -> Any:
+    import onnx
+
+    for tensor in model.graph.initializer:
+        if tensor.name == name:
+            return onnx.numpy_helper.to_array(tensor)
+    return None
+
+
+def _hold_nodes_without_adapters(model: Any) -> Any:
+    """Rewrite the nodes ONNX's version converter cannot take below opset 18 into their opset-13
+    form and park them in a private domain while it converts the rest (measured with onnx 1.21:
+    no adapter for Split-18, Pad-18/19, ConstantOfShape-20):
+    - Split with `num_outputs` -> the explicit `split` sizes (the last chunk smaller, as Split-18 says);
+    - Pad with `axes` -> pads over every axis (constant pads and axes only); mode 'wrap' is refused;
+    - ConstantOfShape -> unchanged (opset 20/21 only widened its value types)."""
+    import numpy as np
+    import onnx
+    from onnx import helper
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+              for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
+    held = 0
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in ("Split", "Pad", "ConstantOfShape"):
+            continue
+        attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Split" and "num_outputs" in attributes:
+            shape = shapes.get(node.input[0]) or []
+            axis = attributes.get("axis", 0) % max(len(shape), 1)
+            size = shape[axis] if shape else None
+            if not size:
+                raise ConversionError(f"ONNX -> PyTorch: Split node {node.name!r} splits an axis of unknown size into {attributes['num_outputs']}",
+                                      "export the model with a fixed input size (or at opset 17)")
+            count = attributes["num_outputs"]
+            chunk = -(-size // count)
+            sizes = [chunk] * (count - 1) + [size - chunk * (count - 1)]
+            name = f"{node.name or node.output[0]}_split_sizes"
+            model.graph.initializer.append(onnx.numpy_helper.from_array(np.array(sizes, np.int64), name))
+            del node.input[1:]
+            node.input.append(name)
+            node.attribute.remove(next(a for a in node.attribute if a.name == "num_outputs"))
+        elif node.op_type == "Pad":
+            if attributes.get("mode", b"constant") in (b"wrap", "wrap"):
+                raise ConversionError(f"ONNX -> PyTorch: Pad node {node.name!r} uses mode 'wrap' (opset 19), which PyTorch's converters lack",
+                                      "pad with 'reflect' or 'edge', or give the PyTorch model instead of ONNX")
+            if len(node.input) > 3 and node.input[3]:
+                pads, axes = _constant(model, node.input[1]), _constant(model, node.input[3])
+                rank = len(shapes.get(node.input[0]) or [])
+                if pads is None or axes is None or not rank:
+                    raise ConversionError(f"ONNX -> PyTorch: Pad node {node.name!r} pads computed axes",
+                                          "export the model at opset 17")
+                full = np.zeros(2 * rank, np.int64)
+                for i, axis in enumerate(int(a) % rank for a in axes):
+                    full[axis], full[axis + rank] = pads[i], pads[i + len(axes)]
+                name = f"{node.name or node.output[0]}_full_pads"
+                model.graph.initializer.append(onnx.numpy_helper.from_array(full, name))
+                node.input[1] = name
+                del node.input[3:]
+        node.domain = HELD_DOMAIN
+        held += 1
+    if held:
+        model.opset_import.append(helper.make_opsetid(HELD_DOMAIN, 1))
+    return model
+
+
+def _release_held_nodes(model: Any) -> Any:
+    for node in model.graph.node:
+        if node.domain == HELD_DOMAIN:
+            node.domain = ""
+    kept = [o for o in model.opset_import if o.domain != HELD_DOMAIN]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    return model
+
+
 def _convert_opset(model: Any, target: int) -> Any:
     import onnx
     from onnx import version_converter
 
     try:
-        converted = version_converter.convert_version(model, target)
+        converted = _release_held_nodes(version_converter.convert_version(_hold_nodes_without_adapters(model), target))
         onnx.checker.check_model(converted)
+    except ConversionError:
+        raise
     except Exception as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise ConversionError(

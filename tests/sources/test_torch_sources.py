@@ -48,3 +48,20 @@ def test_module_factory_string(tmp_path):
     assert m["model"]["source"] == "models:tiny_classifier_factory"
     assert m["preprocessing"]["input_shape"] == [1, 3, 64, 64]
     assert m["artifacts"][0]["status"] == "ok"
+
+
+def test_torchscript_file_reaches_tflite_and_coreml_through_its_onnx_graph(tmp_path):
+    """A ScriptModule cannot go through torch.export (where litert-torch and coremltools start):
+    the canonical ONNX graph exported from it is converted back by onnx2torch instead."""
+    path = tmp_path / "classifier.pt"
+    torch.jit.trace(tiny_classifier(), torch.rand(1, 3, 64, 64)).save(str(path))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"c{i}\n" for i in range(4)))
+    out = tmp_path / "out"
+    result = run_cli("convert", str(path), "--task", "classify", "--formats", "tflite,coreml", "--precisions", "fp32",
+                     "--input-shape", "1,3,64,64", "--labels", str(labels), "--no-latency", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    entries = {e["format"]: e for e in load_manifest(out)["artifacts"]}
+    assert entries["tflite"]["tflite"]["converter"] == "litert-torch (via onnx2torch)"
+    for entry in entries.values():
+        assert entry["status"] == "ok" and entry["validation"]["cosine"] > 0.9999 and entry["validation"]["task_agreement"] == 1.0, entry
