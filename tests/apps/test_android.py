@@ -141,7 +141,9 @@ def test_backend_subsets_drop_their_sources(detector_out, tmp_path):
     config = (project / "app/src/main/java/com/example/my_app/ModelConfig.kt").read_text()
     assert 'name = "mnn"' in config and 'name = "ncnn"' not in config and 'name = "tflite"' not in config
     gradle = (project / "app/build.gradle.kts").read_text()
-    assert "libMNN_CL.so" in gradle and 'jniLibs.srcDir("src/main/cpp/mnn/libs")' in gradle and "ncnn-android-vulkan" not in gradle
+    # MNN's GPU libraries reach the APK as CMake IMPORTED targets only: a jniLibs folder too would package them twice
+    assert "libMNN_CL.so" in gradle and "jniLibs.srcDir" not in gradle and 'startsWith("ncnn")' not in gradle
+    assert "IMPORTED" in cmake and "-Wl,--no-as-needed" in cmake
     native = (project / "app/src/main/java/com/example/my_app/NativeDetector.kt").read_text()
     assert 'listOf("MNN_CL", "MNN_Vulkan")' in native and "catch (e: UnsatisfiedLinkError)" in native
     assert 'uses-native-library android:name="libOpenCL.so"' in (project / "app/src/main/AndroidManifest.xml").read_text()

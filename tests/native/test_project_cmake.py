@@ -73,13 +73,35 @@ def test_download_is_checked_against_its_sha256(example_out, ncnn_host, tmp_path
     archive = _fake_release(ncnn_host, tmp_path)
     sha = hashlib.sha256(archive.read_bytes()).hexdigest() if good_hash else "0" * 64
     result = configure(project, tmp_path / "build", "-DANDROID=ON", f"-DEDGEPACK_NCNN_URL=file://{archive}",
-                       f"-DEDGEPACK_NCNN_SHA256={sha}", "-DANDROID_ABI=x86_64")
+                       f"-DEDGEPACK_NCNN_SHA256={sha}", "-DANDROID_ABI=x86_64", "-DEDGEPACK_FETCH_ENGINES=ON")
     assert result.returncode == 0, result.stderr
     if good_hash:
         assert "edgepack: ncnn for x86_64 from" in result.stdout and (project / ".engines").is_dir()
     else:
         assert "expected 000000" in result.stderr and "the ncnn backend is left out" in result.stderr
         assert not list((project / ".engines").glob("ncnn-*/*"))
+
+
+def test_no_download_unless_asked_and_no_search_for_an_engine_gradle_left_out(example_out, ncnn_host, tmp_path):
+    """Downloads are opt-in (Gradle: -Pedgepack.fetchEngines=true); an engine Gradle passes as
+    OFF is not looked for even when its package is unpacked next to CMakeLists.txt."""
+    import hashlib
+
+    project = tmp_path / "cpp"
+    shutil.copytree(cpp_dir(example_out), project)
+    archive = _fake_release(ncnn_host, tmp_path)
+    sha = hashlib.sha256(archive.read_bytes()).hexdigest()
+    result = configure(project, tmp_path / "build", "-DANDROID=ON", f"-DEDGEPACK_NCNN_URL=file://{archive}",
+                       f"-DEDGEPACK_NCNN_SHA256={sha}", "-DANDROID_ABI=x86_64")
+    assert result.returncode == 0, result.stderr
+    assert "downloading" not in result.stdout and not (project / ".engines").exists()
+    assert "the ncnn backend is left out" in result.stderr
+    with zipfile.ZipFile(archive) as z:
+        z.extractall(project)  # unpacked as the README says: ncnn-<version>-android-vulkan/<abi>/...
+    result = configure(project, tmp_path / "build2", "-DANDROID=ON", "-DANDROID_ABI=x86_64")
+    assert result.returncode == 0 and "edgepack: ncnn for x86_64 from" in result.stdout, result.stderr
+    result = configure(project, tmp_path / "build3", "-DANDROID=ON", "-DANDROID_ABI=x86_64", "-DEDGEPACK_WITH_NCNN=OFF")
+    assert result.returncode == 0 and "ncnn left out (EDGEPACK_WITH_NCNN=OFF)" in result.stdout, result.stdout + result.stderr
 
 
 def test_jni_bridge_exports_what_the_kotlin_declares(example_out, tmp_path):
@@ -100,4 +122,7 @@ def test_jni_bridge_exports_what_the_kotlin_declares(example_out, tmp_path):
     prefix = "Java_" + package.replace("_", "_1").replace(".", "_") + "_NativeDetector_"
     missing = [name for name in declared if prefix + name not in symbols]
     assert not missing, (missing, sorted(s for s in symbols if s.startswith("Java_")))
-    assert prefix + "nativeBackends" in symbols  # for the app to list only the engines built in
+    # and the other way round: every exported function has its Kotlin declaration (nativeBackends
+    # is how the app lists only the engines compiled in)
+    undeclared = [s[len(prefix):] for s in symbols if s.startswith(prefix) and s[len(prefix):] not in declared]
+    assert not undeclared and "nativeBackends" in declared, undeclared

@@ -7,19 +7,28 @@ plugins {
 
 {%- if has_native %}
 
-// NCNN and MNN are prebuilt libraries the build cannot download (README.md, "Native libraries").
-// Each one is compiled in only when it is in place, for the ABIs it ships, so the project also
-// builds without them; CMake gets -DEDGEPACK_WITH_NCNN / -DEDGEPACK_WITH_MNN = ON|OFF.
+// NCNN and MNN are prebuilt libraries (README.md, "Native libraries"). Each one is compiled in
+// only when it is unpacked under src/main/cpp/ for the ABIs it ships, so the project also builds
+// without them; with -Pedgepack.fetchEngines=true (or that line in gradle.properties) CMake
+// downloads the pinned, sha256-checked release packages that are not there. CMake gets
+// -DEDGEPACK_WITH_NCNN / -DEDGEPACK_WITH_MNN / -DEDGEPACK_FETCH_ENGINES = ON|OFF.
 val nativeAbis = listOf("arm64-v8a", "armeabi-v7a", "x86_64")
+val fetchEngines = providers.gradleProperty("edgepack.fetchEngines").orNull == "true"
+val cppDir = file("src/main/cpp")
 {%- if has_ncnn %}
-val ncnnAbis = nativeAbis.filter { file("src/main/cpp/ncnn-android-vulkan/$it/lib/cmake/ncnn/ncnnConfig.cmake").isFile }
+// as CMakeLists.txt looks for it: the ncnn-<version>-android-vulkan.zip release unzipped as is
+val ncnnAbis = if (fetchEngines) nativeAbis else nativeAbis.filter { abi ->
+    cppDir.listFiles().orEmpty().any { it.isDirectory && it.name.startsWith("ncnn") && it.resolve("$abi/lib/cmake/ncnn/ncnnConfig.cmake").isFile }
+}
 {%- else %}
 val ncnnAbis = emptyList<String>()
 {%- endif %}
 {%- if has_mnn %}
-val mnnAbis = if (file("src/main/cpp/mnn/include/MNN/Interpreter.hpp").isFile) {
-    nativeAbis.filter { file("src/main/cpp/mnn/libs/$it/libMNN.so").isFile }
-} else emptyList()
+val mnnAbis = when {
+    cppDir.resolve("mnn/include/MNN/Interpreter.hpp").isFile -> nativeAbis.filter { cppDir.resolve("mnn/libs/$it/libMNN.so").isFile }
+    fetchEngines -> listOf("arm64-v8a", "armeabi-v7a")  // MNN's release package has no x86_64 build
+    else -> emptyList()
+}
 {%- else %}
 val mnnAbis = emptyList<String>()
 {%- endif %}
@@ -57,6 +66,7 @@ android {
                         "-DANDROID_SUPPORT_FLEXIBLE_PAGE_SIZES=ON",
                         "-DEDGEPACK_WITH_NCNN=" + (if (withNcnn) "ON" else "OFF"),
                         "-DEDGEPACK_WITH_MNN=" + (if (withMnn) "ON" else "OFF"),
+                        "-DEDGEPACK_FETCH_ENGINES=" + (if (fetchEngines) "ON" else "OFF"),
                     )
                     cppFlags += listOf("-std=c++17", "-O3")
                 }
@@ -95,13 +105,8 @@ android {
             }
         }
     }
-    if (withMnn) {
-        // MNN's OpenCL and Vulkan backends are separate libraries next to libMNN.so
-        // (libMNN_CL.so, libMNN_Vulkan.so), loaded by NativeLibraries at run time: package them too.
-        sourceSets.getByName("main").jniLibs.srcDir("src/main/cpp/mnn/libs")
-        // libMNN.so (and the C++ runtime, if MNN ships it) also arrive through CMake
-        packaging { jniLibs { pickFirsts += listOf("**/libMNN.so", "**/libc++_shared.so") } }
-    }
+    // MNN's GPU backends (libMNN_CL.so, libMNN_Vulkan.so) are linked by CMakeLists.txt as IMPORTED
+    // targets, which the Android Gradle plugin packages itself (no jniLibs folder: it would package them twice)
 {%- endif %}
 }
 

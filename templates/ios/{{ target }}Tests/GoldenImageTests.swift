@@ -2,6 +2,7 @@
 // through the bundled Core ML model with Vision and compares with the host reference from
 // manifest.json (golden_expected.json). Run on a device or the simulator: Product > Test.
 import CoreML
+import ImageIO
 import Vision
 import XCTest
 @testable import {{ target }}

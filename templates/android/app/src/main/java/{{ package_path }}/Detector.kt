@@ -31,8 +31,14 @@ object Detectors {
         get() = ModelConfig.BACKENDS.filter { !isBuilt(it.name) }.map { "${it.name}: library not installed (see README.md)" }
 
     private fun isBuilt(name: String): Boolean = when (name) {
+{%- if has_native %}
+        // Gradle found the library (BuildConfig) and CMake compiled the engine in (the library says so)
+        "ncnn" -> BuildConfig.HAS_NCNN && "ncnn" in NativeLibraries.compiledBackends
+        "mnn" -> BuildConfig.HAS_MNN && "mnn" in NativeLibraries.compiledBackends
+{%- else %}
         "ncnn" -> BuildConfig.HAS_NCNN
         "mnn" -> BuildConfig.HAS_MNN
+{%- endif %}
         else -> true
     }
 

@@ -30,6 +30,11 @@ internal object NativeLibraries {
      * that register themselves with MNN when loaded; without them MNN falls back to the CPU.
      * Loaded after libedgepack_native.so, which pulls in libMNN.so. name -> loaded.
      */
+    /** The engines compiled into libedgepack_native.so (CMake leaves out one whose library it did not find). */
+    val compiledBackends: Set<String> by lazy {
+        if (loadError != null) emptySet() else NativeDetector.nativeBackends().toSet()
+    }
+
     val mnnGpuBackends: Map<String, Boolean> by lazy {
         if (loadError != null) return@lazy emptyMap()
         listOf("MNN_CL", "MNN_Vulkan").associateWith { name ->
@@ -108,5 +113,9 @@ class NativeDetector(context: Context, private val info: BackendInfo, settings: 
         yolov5: Boolean, numClasses: Int, numAnchors: Int, channelsFirst: Boolean,
     ): FloatArray
     private external fun nativeDestroy(handle: Long)
+
+    companion object {
+        @JvmStatic external fun nativeBackends(): Array<String>
+    }
 }
 {%- endif %}
