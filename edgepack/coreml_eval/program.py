@@ -94,24 +94,39 @@ class MLProgram:
 
         constants: dict[str, Any] = {}
         steps: list[Step] = []
+        # Variables by identity -> a name unique in this evaluation: coremltools' loader can give two
+        # const ops one name (a pool's kernel and the classify op's labels were both `const_0` in a
+        # coremltools classifier), and literals have no producing op at all.
+        env_names: dict[int, str] = {id(var): name for name, var in function.inputs.items()}
+        taken = set(env_names.values())
+
+        def name_of(var: Any, literal_name: str) -> str:
+            if id(var) not in env_names:
+                name = var.name if var.op is not None else literal_name
+                while name in taken:
+                    name += "'"
+                taken.add(name)
+                env_names[id(var)] = name
+                if var.op is None:  # a literal default: its value is known now
+                    constants[name] = _const_value(var.val)
+            return env_names[id(var)]
+
         for operation in operations:
             outputs = list(operation.outputs)
             if operation.op_type == "const":
-                constants[outputs[0].name] = _const_value(outputs[0].val)
+                constants[name_of(outputs[0], outputs[0].name)] = _const_value(outputs[0].val)
                 continue
             inputs: dict[str, str | tuple[str, ...]] = {}
             for key, value in operation.inputs.items():
                 if isinstance(value, (list, tuple)):
-                    inputs[key] = tuple(v.name for v in value)
+                    inputs[key] = tuple(name_of(v, f"{operation.name}::{key}[{i}]") for i, v in enumerate(value))
                 else:
-                    inputs[key] = value.name
-                    if value.op is None and value.name not in function.inputs:  # a literal default
-                        constants.setdefault(value.name, _const_value(value.val))
-            step = Step(operation.op_type, operation.name, inputs, [o.name for o in outputs],
+                    inputs[key] = name_of(value, f"{operation.name}::{key}")
+            step = Step(operation.op_type, operation.name, inputs, [name_of(o, o.name) for o in outputs],
                         [dtype_of(o) for o in outputs], [shape_of(o) for o in outputs])
             steps.append(step)
         program_inputs = {name: (shape_of(var), dtype_of(var)) for name, var in function.inputs.items()}
-        evaluated = cls(steps, constants, program_inputs, [v.name for v in function.outputs], op_types)
+        evaluated = cls(steps, constants, program_inputs, [env_names.get(id(v), v.name) for v in function.outputs], op_types)
         evaluated._fold_compile_time_ops()
         return evaluated
 

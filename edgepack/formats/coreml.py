@@ -123,13 +123,42 @@ def _wrapped(module: Any, job: ConversionJob) -> Any:
     return CoreMLView().eval()
 
 
+def _without_channel_prelu(module: Any) -> Any:
+    """coremltools 9 converts a per-channel PReLU only on rank-4 inputs ("rank 3 or rank 5 input
+    is only supported when all the values of alpha are same"); after a Linear layer (MTCNN's ONet)
+    its input is rank 2. A copy of the module with those PReLUs written as relu(x) - a * relu(-x),
+    the same function, which converts at any rank. The user's module is left as it is."""
+    import copy
+
+    import torch
+
+    if not any(isinstance(m, torch.nn.PReLU) and m.num_parameters > 1 for m in module.modules()):
+        return module
+
+    class ChannelPReLU(torch.nn.Module):
+        def __init__(self, weight: Any) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(weight.detach().clone(), requires_grad=False)
+
+        def forward(self, x: Any) -> Any:
+            alpha = self.weight.reshape([-1] + [1] * (x.dim() - 2)) if x.dim() > 1 else self.weight
+            return torch.relu(x) - alpha * torch.relu(-x)
+
+    copied = copy.deepcopy(module)
+    for name, child in list(copied.named_modules()):
+        for attr, sub in list(child.named_children()):
+            if isinstance(sub, torch.nn.PReLU) and sub.num_parameters > 1:
+                setattr(child, attr, ChannelPReLU(sub.weight))
+    return copied
+
+
 def _exported(job: ConversionJob) -> tuple[Any, Any]:
     """torch.export of the Core ML view and its output on a zero image, once per build."""
     shared = job.model.cache.setdefault("coreml", {})
     if "export" not in shared:
         import torch
 
-        view = _wrapped(pytorch_module(job.model), job)
+        view = _wrapped(_without_channel_prelu(pytorch_module(job.model)), job)
         _, c, h, w = job.model.input_shape
         example = torch.zeros(1, c, h, w)
         with torch.no_grad():
@@ -395,8 +424,11 @@ class CoreMLRunner:
             pass
 
     def pixels(self, x: np.ndarray) -> np.ndarray:
-        """The 8-bit image Core ML receives for the canonical input x = (pixel - mean) / std."""
-        return np.clip(np.rint(np.asarray(x, np.float32) * self.std + self.mean), 0, 255)
+        """The image Core ML receives for the canonical input x = (pixel - mean) / std, in 0..255.
+        Not rounded to 8 bits: every other runtime is validated on the same float input, and a
+        grayscale input averaged from RGB sits between 8-bit levels (rounding it moved a
+        mini-Xception's probabilities by 0.025, which is the camera's doing, not the converter's)."""
+        return np.clip(np.asarray(x, np.float32) * self.std + self.mean, 0, 255)
 
     def run(self, x: np.ndarray) -> list[np.ndarray]:
         from edgepack.coreml_eval import blas_threads

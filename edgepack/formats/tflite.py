@@ -30,6 +30,33 @@ GPU_UNSUPPORTED_OPS = ("GATHER_ND", "SCATTER_ND", "TOPK_V2", "NON_MAX_SUPPRESSIO
                        "WHERE", "UNIQUE", "CUSTOM")
 
 
+@contextlib.contextmanager
+def constants_kept_alive() -> Any:
+    """litert-torch 0.10 caches each lowered constant under its storage address
+    (`backend/inline_consts.py`, `_ConstantFingerprint`). A non-contiguous constant is first copied
+    with `contiguous()`, and the copy is freed after lowering; the copy of another constant of the
+    same shape can then get the same address, hit the cache and take the first one's values.
+    Measured on PP-OCRv4 rec: its two 120x240 fully connected weights became one in about half the
+    runs (10.81 MB instead of 10.93 MB) and the answers changed (CTC agreement 0.14). Keeping every
+    fingerprinted tensor alive until the conversion ends makes the addresses unique."""
+    from litert_torch.backend import inline_consts
+
+    fingerprint = inline_consts._ConstantFingerprint
+    original = fingerprint.__dict__["from_tensor"]
+    alive: list[Any] = []
+
+    def from_tensor(cls: Any, tensor: Any) -> Any:
+        alive.append(tensor)
+        return original.__func__(cls, tensor)
+
+    fingerprint.from_tensor = classmethod(from_tensor)
+    try:
+        yield
+    finally:
+        fingerprint.from_tensor = original
+        alive.clear()
+
+
 def fp32_flatbuffer(model: CanonicalModel, workdir: Path) -> Path:
     """The fp32 NHWC model, converted once per build and shared by all TFLite precisions."""
     if "tflite_fp32" in model.cache:
@@ -47,7 +74,8 @@ def fp32_flatbuffer(model: CanonicalModel, workdir: Path) -> Path:
             import litert_torch
 
             nhwc = litert_torch.to_channel_last_io(module, args=[0]).eval()
-            litert_torch.convert(nhwc, (sample,)).export(str(out))
+            with constants_kept_alive():
+                litert_torch.convert(nhwc, (sample,)).export(str(out))
     except ConversionError:
         raise
     except Exception as e:  # litert-torch raises torch.export / lowering errors of many types

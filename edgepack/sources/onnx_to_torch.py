@@ -194,6 +194,16 @@ def _hold_nodes_without_adapters(model: Any) -> Any:
               for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]}
     held = 0
     for node in model.graph.node:
+        if node.domain in ("", "ai.onnx") and node.op_type.startswith("Reduce"):
+            # Reduce*-18's `noop_with_empty_axes` (opset 13 knew it only for ReduceSum) is left in
+            # place by the converter's 18 -> 17 adapter, which the checker then refuses; 0 is its default
+            noop = next((a for a in node.attribute if a.name == "noop_with_empty_axes"), None)
+            if noop is not None and node.op_type != "ReduceSum":
+                if noop.i:
+                    raise ConversionError(f"ONNX -> PyTorch: {node.op_type} node {node.name!r} uses noop_with_empty_axes=1 (opset 18)",
+                                          "export the model at opset 17")
+                node.attribute.remove(noop)
+            continue
         if node.domain not in ("", "ai.onnx") or node.op_type not in ("Split", "Pad", "ConstantOfShape"):
             continue
         attributes = {a.name: helper.get_attribute_value(a) for a in node.attribute}

@@ -465,3 +465,23 @@ def test_reading_skips_the_frameworks_and_converting_afterwards_still_works(core
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_channel_prelu_is_rewritten_for_coremltools_without_touching_the_users_module():
+    """coremltools 9 refuses a per-channel PReLU on rank-2 inputs (MTCNN's ONet after its Linear
+    layer); the Core ML path converts a copy where it is relu(x) - a * relu(-x)."""
+    from edgepack.formats.coreml import _without_channel_prelu
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.PReLU(4), nn.Flatten(), nn.Linear(4 * 6 * 6, 8), nn.PReLU(8), nn.Linear(8, 2))
+    with torch.no_grad():
+        net[1].weight.uniform_(-0.5, 0.5)
+        net[4].weight.uniform_(-0.5, 0.5)
+    rewritten = _without_channel_prelu(net)
+    assert isinstance(net[1], nn.PReLU) and isinstance(net[4], nn.PReLU)  # the user's module is unchanged
+    assert not any(isinstance(m, nn.PReLU) for m in rewritten.modules())
+    x = torch.randn(5, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(rewritten(x), net(x), atol=1e-6)
+    single = nn.Sequential(nn.Linear(4, 4), nn.PReLU())
+    assert _without_channel_prelu(single) is single  # one shared alpha converts as it is

