@@ -143,3 +143,17 @@ def test_non_edgepack_folder_is_never_replaced(tmp_path):
     result = run_cli("convert", "--formats", "mnn", "--precisions", "fp32", "-o", str(out))
     assert result.returncode == 9 and "is not an edgepack output" in result.stderr
     assert (out / "thesis.tex").read_text() == "do not delete"
+
+
+def test_a_failing_format_keeps_the_others(tmp_path):
+    """ncnn has no Hardmax; the ONNX target keeps the graph as it is: one failed entry with its
+    one-line reason, the other converted and validated, exit 5 (a partial build)."""
+    model = tmp_path / "hardmax.onnx"
+    single_op_model(model, "Hardmax", axis=1)
+    out = tmp_path / "out"
+    result = run_cli("convert", str(model), "--task", "tensor", "--formats", "ncnn,onnx", "--precisions", "fp32", "-o", str(out))
+    assert result.returncode == 5, result.stderr
+    entries = {e["format"]: e for e in load_manifest(out)["artifacts"]}
+    assert entries["ncnn"]["conversion_failed"] and "unsupported op" in entries["ncnn"]["validation"]["reasons"][0]
+    assert entries["onnx"]["status"] == "ok" and entries["onnx"]["validation"]["cosine"] > 0.9999
+    assert (out / entries["onnx"]["files"]["model"]).is_file()
