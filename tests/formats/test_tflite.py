@@ -139,3 +139,24 @@ def test_runner_quantizes_int8_input(dtype, tmp_path):
     with torch.no_grad():
         want = module(torch.from_numpy(x)).numpy()  # only the input is NHWC; outputs keep the canonical layout
     assert metrics.cosine(got, want) > 0.99
+
+
+def test_intermediate_tensor_names_are_short_and_unique_io_names_kept(detector_out):
+    """litert-torch's fused-location names (~300 bytes each) are shortened to the module path;
+    inputs and outputs keep the names signatures and apps use."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    for entry in _arts(detector_out).values():
+        if entry["format"] != "tflite":
+            continue
+        path = detector_out / entry["files"]["model"]
+        graph = flatbuffer_utils.read_model(str(path)).subgraphs[0]
+        names = [t.name.decode() for t in graph.tensors]
+        io = {int(i) for i in graph.inputs} | {int(i) for i in graph.outputs}
+        inner = [n for i, n in enumerate(names) if i not in io]
+        assert len(set(inner)) == len(inner) and max(map(len, inner)) < 120, max(inner, key=len)
+        assert not any("litert_torch." in n or "torch.nn.modules" in n for n in inner)
+        interpreter = Interpreter(model_path=str(path))
+        assert [d["name"] for d in interpreter.get_input_details()] == [entry["tflite"]["io"]["inputs"][0]["name"]]
+        assert entry["status"] == "ok", entry["validation"]
