@@ -13,7 +13,7 @@ plugins {
 // downloads the pinned, sha256-checked release packages that are not there. CMake gets
 // -DEDGEPACK_WITH_NCNN / -DEDGEPACK_WITH_MNN / -DEDGEPACK_FETCH_ENGINES = ON|OFF.
 val nativeAbis = listOf("arm64-v8a", "armeabi-v7a", "x86_64")
-val fetchEngines = providers.gradleProperty("edgepack.fetchEngines").orNull == "true"
+val fetchEngines = providers.gradleProperty("edgepack.fetchEngines").orNull?.toBoolean() == true
 val cppDir = file("src/main/cpp")
 {%- if has_ncnn %}
 // as CMakeLists.txt looks for it: the ncnn-<version>-android-vulkan.zip release unzipped as is

@@ -25,16 +25,16 @@ internal object NativeLibraries {
         }
     }
 
-    /**
-     * MNN's OpenCL and Vulkan backends are separate libraries (libMNN_CL.so, libMNN_Vulkan.so)
-     * that register themselves with MNN when loaded; without them MNN falls back to the CPU.
-     * Loaded after libedgepack_native.so, which pulls in libMNN.so. name -> loaded.
-     */
     /** The engines compiled into libedgepack_native.so (CMake leaves out one whose library it did not find). */
     val compiledBackends: Set<String> by lazy {
         if (loadError != null) emptySet() else NativeDetector.nativeBackends().toSet()
     }
 
+    /**
+     * MNN's OpenCL and Vulkan backends are separate libraries (libMNN_CL.so, libMNN_Vulkan.so)
+     * that register themselves with MNN when loaded; without them MNN falls back to the CPU.
+     * Loaded after libedgepack_native.so, which pulls in libMNN.so. name -> loaded.
+     */
     val mnnGpuBackends: Map<String, Boolean> by lazy {
         if (loadError != null) return@lazy emptyMap()
         listOf("MNN_CL", "MNN_Vulkan").associateWith { name ->
