@@ -142,7 +142,7 @@ def calibrate(
         net.load_model(str(bin_path))
         return net
 
-    def measure(net, x) -> float:
+    def measure(net, x, record: bool = True) -> float:
         start = time.perf_counter()
         ex = net.create_extractor()
         ex.set_light_mode(True)
@@ -151,15 +151,21 @@ def calibrate(
             mat = ncnn.Mat()
             if ex.extract(blob, mat) != 0:
                 raise ConversionError(f"ncnn int8: cannot extract blob {blob} during calibration")
-            stats[blob].add(np.asarray(mat))
+            if record:
+                stats[blob].add(np.asarray(mat))
         return time.perf_counter() - start
 
     # all cores, unless one thread is faster: on a busy machine ncnn's OpenMP threads spin while
-    # waiting for each other, which made 2 threads 50x slower than 1 here (timed on 2 images)
+    # waiting for each other, which made 2 threads 50x slower than 1 here (timed on 2 images).
+    # Each net runs once untimed first: a first run allocates, and timing it made the net timed
+    # first (all cores) look slower than it is (1 thread was picked on a quiet machine: 13 s
+    # instead of 9 s for 100 images at 640)
     cores = threads or os.cpu_count() or 1
     net = load(cores)
     if threads is None and cores > 1 and len(calibration) > 4:
         single = load(1)
+        measure(net, calibration[0], record=False)
+        measure(single, calibration[0], record=False)
         if measure(single, calibration[1]) < measure(net, calibration[0]):
             net = single
         todo = calibration[2:]
