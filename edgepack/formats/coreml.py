@@ -37,7 +37,7 @@ import numpy as np
 from edgepack.errors import ConversionError, MissingDependencyError
 from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, RuntimeUnavailable, TargetFormat
 from edgepack.coreml_eval.importing import coremltools_full, coremltools_readers
-from edgepack.native import captured_native_output, quiet_tensorflow
+from edgepack.native import captured_native_output
 from edgepack.sources.base import pytorch_module
 
 DEPLOYMENT_TARGET = "iOS16"

@@ -181,11 +181,12 @@ def _constant(model: Any, name: str) -> Any:
 def _hold_nodes_without_adapters(model: Any) -> Any:
     """Rewrite the nodes ONNX's version converter cannot take below opset 18 into their opset-13
     form and park them in a private domain while it converts the rest (measured with onnx 1.21:
-    no adapter for Split-18, Pad-18/19, ConstantOfShape-20):
+    no adapter for Split-18, Pad-18/19, ConstantOfShape-20; Reduce*-18 keeps an attribute opset 17
+    does not know):
     - Split with `num_outputs` -> the explicit `split` sizes (the last chunk smaller, as Split-18 says);
     - Pad with `axes` -> pads over every axis (constant pads and axes only); mode 'wrap' is refused;
-    - ConstantOfShape -> unchanged (opset 20/21 only widened its value types)."""
-    import numpy as np
+    - ConstantOfShape -> unchanged (opset 20/21 only widened its value types);
+    - Reduce* (not ReduceSum) -> `noop_with_empty_axes=0`, its default, dropped; 1 is refused."""
     import onnx
     from onnx import helper
 
