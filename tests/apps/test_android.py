@@ -20,7 +20,7 @@ from conftest import load_manifest, run_cli
 from edgepack.apps import render_app
 from edgepack.apps.android import VERSIONS
 from edgepack.errors import SpecError
-from edgepack.validate.detection import decode
+from decoder_reference import compare, parse_lines, python_decode
 
 GOLDEN = Path(__file__).parent / "golden"
 NASTY_NAME = 'Tom\'s "Detector" $HOME \\ <ü&> ✓'
@@ -167,23 +167,6 @@ def test_build_command_end_to_end(detector_out, tmp_path):
 
 
 # --- the pure C++ and Kotlin post-processing, compiled here, against the Python reference ---
-
-def python_decode(output: np.ndarray, head: str, num_classes: int) -> np.ndarray:
-    d = decode(output, head, 0.25, 0.45, num_classes=num_classes)
-    return np.concatenate([d.boxes, d.scores[:, None], d.classes[:, None]], axis=1) if len(d) else np.zeros((0, 6))
-
-
-def parse_lines(text: str) -> np.ndarray:
-    rows = [list(map(float, line.split())) for line in text.strip().splitlines() if line.strip()]
-    return np.array(rows).reshape(-1, 6)
-
-
-def compare(native: np.ndarray, reference: np.ndarray) -> None:
-    assert native.shape == reference.shape, (native.shape, reference.shape)
-    np.testing.assert_allclose(native[:, :4], reference[:, :4], atol=1e-4)
-    np.testing.assert_allclose(native[:, 4], reference[:, 4], atol=1e-6)
-    np.testing.assert_array_equal(native[:, 5], reference[:, 5])
-
 
 def yolov5_case() -> np.ndarray:
     rng = np.random.default_rng(3)

@@ -20,7 +20,7 @@ from conftest import load_manifest
 from edgepack.apps import render_app
 from edgepack.apps import ios_probabilities as probs
 from edgepack.apps.base import kotlin_string
-from edgepack.validate.detection import decode
+from decoder_reference import compare, parse_lines, python_decode
 from synthetic import manifest_for, write_out
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -198,23 +198,6 @@ def test_model_reloads_only_when_backend_accelerator_or_threads_change(jar):
 
 def test_kotlin_string_filter_survives_the_compiler(jar):
     assert run(jar, "literal") == NASTY
-
-
-def python_decode(output: np.ndarray, head: str, num_classes: int) -> np.ndarray:
-    d = decode(output, head, 0.25, 0.45, num_classes=num_classes)
-    return np.concatenate([d.boxes, d.scores[:, None], d.classes[:, None]], axis=1) if len(d) else np.zeros((0, 6))
-
-
-def parse_lines(text: str) -> np.ndarray:
-    rows = [list(map(float, line.split())) for line in text.strip().splitlines() if line.strip()]
-    return np.array(rows).reshape(-1, 6)
-
-
-def compare(native: np.ndarray, reference: np.ndarray) -> None:
-    assert native.shape == reference.shape, (native.shape, reference.shape)
-    np.testing.assert_allclose(native[:, :4], reference[:, :4], atol=1e-4)
-    np.testing.assert_allclose(native[:, 4], reference[:, 4], atol=1e-6)
-    np.testing.assert_array_equal(native[:, 5], reference[:, 5])
 
 
 def test_kotlin_decoder_matches_python_reference(jar, detector_out, tmp_path):
