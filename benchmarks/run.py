@@ -81,7 +81,8 @@ def bench_model(name: str, source: list[str], work: Path, runs: int, dataset: Pa
     # the largest resident set of any process edgepack ran so far (converter children included)
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     record: dict = {"model": name, "convert_all_seconds": round(wall, 1), "selection": " ".join(selection),
-                    "peak_rss_mb": round(peak_mb)}
+                    "peak_rss_mb": round(peak_mb),
+                    "latency_pass_seconds": json.loads((out / "manifest.json").read_text()).get("latency_seconds")}
     if dataset is not None:
         print(f"[{name}] task metric on {dataset} ...", file=sys.stderr, flush=True)
         cli("validate", str(out), "--dataset", str(dataset))
@@ -133,6 +134,8 @@ def markdown(results: list[dict], machine: str) -> str:
     lines = [f"Benchmark of {time.strftime('%Y-%m-%d')} on {machine}.", ""]
     for r in results:
         head = f"**{r['model']}** (`{r['selection'] or 'every format and precision'}`): converted in {r['convert_all_seconds']} s"
+        if r.get("latency_pass_seconds") is not None:
+            head += f", of which the host-latency pass {r['latency_pass_seconds']} s"
         if r.get("peak_rss_mb"):
             head += f" (peak RSS of any process {r['peak_rss_mb']} MB)"
         if "second_run_seconds" in r:

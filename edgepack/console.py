@@ -36,11 +36,23 @@ class _Run:
     total = 0
     done = 0
     started = time.perf_counter()
+    child_prefix = ""  # set in a worker process: its lines are tagged, and no spinner fights the parent's
+
+
+def become_child(prefix: str) -> None:
+    """In a worker process (edgepack.workers): tag each line with the format, no counter, no spinner."""
+    _Run.total, _Run.done, _Run.child_prefix = 0, 0, prefix
 
 
 def begin_run(total_steps: int) -> None:
     """Start counting `[k/N]` steps and the elapsed time of a long command."""
     _Run.total, _Run.done, _Run.started = total_steps, 0, time.perf_counter()
+
+
+def add_steps(count: int) -> None:
+    """A step the plan did not know about when the run began (e.g. preparing calibration images)."""
+    if _Run.total:
+        _Run.total += count
 
 
 def _counter() -> str:
@@ -63,10 +75,13 @@ def step(action: str, subject: str) -> Iterator[dict]:
     """
     info: dict = {}
     start = time.perf_counter()
-    counter = _counter()
+    counter = f"  [{_Run.child_prefix}] " if _Run.child_prefix else _counter()
     try:
-        with console.status(f"{counter}{action} [bold]{subject}[/bold] ... (started at {_elapsed()})"):
+        if _Run.child_prefix:
             yield info
+        else:
+            with console.status(f"{counter}{action} [bold]{subject}[/bold] ... (started at {_elapsed()})"):
+                yield info
     except BaseException:
         _Run.done += 1
         console.print(Text.assemble(("✗ ", "red"), f"{counter}{f'{action} {subject}':<34} failed after {time.perf_counter() - start:.1f} s"))

@@ -19,6 +19,9 @@ class EdgepackError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message} ({self.hint})"
 
+    def __reduce__(self):  # raised in a worker process, re-raised in the parent with its hint
+        return (type(self), (self.message, self.hint))
+
 
 class SpecError(EdgepackError):
     """The configuration or the command line asks for something invalid."""

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import os
 import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
-from edgepack import __version__, console, outdir
-from edgepack.errors import OutputError, SourceError, SpecError
+from edgepack import __version__, console, outdir, workers
+from edgepack.errors import ConversionError, SourceError, SpecError
 from edgepack.formats import FORMATS, ConversionJob, TargetFormat
 from edgepack.formats.base import RuntimeUnavailable
 from edgepack.manifest import MANIFEST_NAME, SCHEMA, write_json_atomic
@@ -25,7 +26,7 @@ from edgepack.spec import BUILTIN_PREFIX, BuildSpec, read_labels
 from edgepack.tools import package_version, sha256_file
 from edgepack.validate import metrics, tasks
 from edgepack.validate.reference import OnnxRuntimeRunner, run_all
-from edgepack.validate.validator import TaskSpec, compare, static_validation, task_outputs, with_static_checks
+from edgepack.validate.validator import TaskSpec, compare, measure_latency, static_validation, task_outputs, with_static_checks
 
 VALIDATION_SEED = 20261121  # generated validation scenes; calibration uses other seeds
 CALIBRATION_SEED = 7
@@ -206,7 +207,8 @@ class Build:
             cached["_out"] = str(out)
             return cached
         started = time.perf_counter()
-        console.begin_run(3 + 2 * len(self.plan))
+        latency_step = int(self.spec.validation.latency_runs > 0)
+        console.begin_run(3 + len(self.plan) + latency_step)
         with outdir.work_folder() as tmp, outdir.locked_output(out) as (staging, previous):
             work = Path(tmp)
             with console.step("Loading", "source model") as s:
@@ -235,27 +237,14 @@ class Build:
             manifest["validation"]["images"] = int(len(inputs))
             self._write_validation_set(staging, model, inputs, reference, tasks.to_json(self.task, reference_task))
             (staging / "labels.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
-            calibration_cache: dict[str, np.ndarray] = {}
-
-            def calibration() -> np.ndarray:
-                if "x" not in calibration_cache:
-                    calibration_cache["x"] = calibration_inputs(self.spec, model)
-                return calibration_cache["x"]
-
-            for planned in self.plan:
-                try:
-                    entry = self._build_artifact(planned, model, labels, name, work, staging, calibration, manifest)
-                    self._validate_artifact(planned, entry, staging, inputs, reference, reference_task, labels, name)
-                except Exception as e:  # one format failing keeps the others (recorded as failed)
-                    if outdir.is_output_error(e) or isinstance(e, SpecError):
-                        raise  # a full disk or the user's own input (calibration images, --int8-skip) stops the build
-                    entry = self._failed_entry(planned, e, work, staging)
-                    console.warn(f"{planned.id}: {entry['validation']['reasons'][0]}")
+            for entry in self._artifacts(model, labels, name, work, staging, manifest["preprocessing"]):
                 manifest["artifacts"].append(entry)
+            manifest["artifacts"].sort(key=lambda e: [p.id for p in self.plan].index(e["id"]))
+            latency_started = time.perf_counter()
+            self._measure_latency(manifest["artifacts"], staging, inputs[0])
+            manifest["latency_seconds"] = round(time.perf_counter() - latency_started, 2)
             if previous is not None and all(e.get("conversion_failed") for e in manifest["artifacts"]):
                 # nothing converted: a previous good build is worth more than a manifest of failures
-                from edgepack.errors import ConversionError
-
                 reasons = "; ".join(f"{e['id']}: {e['validation']['reasons'][0].removeprefix('conversion failed: ')[:200]}"
                                     for e in manifest["artifacts"])
                 raise ConversionError(f"nothing could be built ({reasons}); {out} is left as it was",
@@ -271,6 +260,85 @@ class Build:
         manifest["_out"] = str(out)
         return manifest
 
+    def _artifacts(self, model, labels, name, work, staging, preprocessing) -> Iterator[dict[str, Any]]:
+        """Every planned artifact, built and validated: one child process per format (edgepack.workers),
+        or in this process when the model cannot be handed to a child."""
+        payload = {"build": self, "model": model, "labels": labels, "name": name, "work": work, "staging": staging,
+                   "preprocessing": preprocessing, "calibration_file": self._calibration_file(model, work)}
+        child_payload = {**payload, "model": _model_for_child(model)}
+        # a module handed to the Python API stays here: its class may live in the caller's script,
+        # which a spawned child would run again to import it
+        if self.module is not None or os.environ.get("EDGEPACK_WORKERS") == "0" or not _picklable(child_payload):
+            console.add_steps(len(self.plan))  # Converting and Validating, each a step here
+            yield from _run_group({**payload, "group": self.plan})
+            return
+        groups = workers.group_by_format(self.plan)
+        count = workers.worker_count(len(groups))
+        console.info(f"  building {len(groups)} formats in child processes, {count} at a time")
+        built: set[str] = set()
+        try:
+            for entry in workers.run_groups(
+                groups, _run_group, lambda group: {**child_payload, "group": group.artifacts},
+                lambda planned, why: self._failed_entry(planned, ConversionError(
+                    f"{planned.format}: the conversion process died: {why}", f"run with -vv to see its output, or drop {planned.format} from --formats"),
+                    work, staging),
+                count,
+            ):
+                with console.step("Built", entry["id"]) as s:
+                    s["note"] = _status_note(entry)
+                built.add(entry["id"])
+                yield entry
+        except workers.ModelNotLoadable as e:
+            rest = [p for p in self.plan if p.id not in built]
+            console.info(f"  a child process cannot load this model ({e}): building the rest here, one format after the other")
+            console.add_steps(len(rest))
+            yield from _run_group({**payload, "group": rest})
+
+    def _calibration_file(self, model: CanonicalModel, work: Path) -> Path | None:
+        """The calibration tensors, prepared once for every format that calibrates."""
+        if not any(p.precision in FORMATS.get(p.format).info.calibrated for p in self.plan):
+            return None
+        path = work / "calibration.npy"
+        console.add_steps(1)
+        with console.step("Preparing", "calibration images") as s:
+            tensors = calibration_inputs(self.spec, model)
+            np.save(path, tensors.astype(np.float32))
+            s["note"] = f"{len(tensors)} images"
+        return path
+
+    def _artifact(self, planned, model, labels, name, work, staging, calibration, preprocessing, validation) -> dict[str, Any]:
+        """Build and validate one artifact; a failure is recorded, unless it is the user's input or a full disk."""
+        try:
+            entry = self._build_artifact(planned, model, labels, name, work, staging, calibration, preprocessing)
+            self._validate_artifact(planned, entry, staging, *validation, labels, name)
+        except Exception as e:  # one format failing keeps the others (recorded as failed)
+            if outdir.is_output_error(e) or isinstance(e, SpecError):
+                raise  # a full disk or the user's own input (calibration images, --int8-skip) stops the build
+            entry = self._failed_entry(planned, e, work, staging)
+            console.warn(f"{planned.id}: {entry['validation']['reasons'][0]}")
+        return entry
+
+    def _measure_latency(self, entries: list[dict[str, Any]], staging: Path, x: np.ndarray) -> None:
+        """Host latency in one quiet pass at the end: no conversion runs beside it."""
+        runs, threads = self.spec.validation.latency_runs, self.spec.validation.threads
+        if runs <= 0:
+            return
+        measured = 0
+        with console.step("Measuring", "host latency") as s:
+            for entry in entries:
+                if entry["status"] not in ("ok", "degraded") or "cosine" not in entry["validation"]:
+                    continue  # failed, or no host runtime executes it
+                fmt = FORMATS.get(entry["format"])()
+                try:
+                    runner = fmt.open_runner({r: staging / p for r, p in entry["files"].items()}, entry, threads)
+                    if getattr(runner, "records_latency", True):  # False: a stand-in runtime (Core ML's evaluator)
+                        entry["validation"]["latency"] = {**measure_latency(runner, x, runs), "threads": threads}
+                        measured += 1
+                    getattr(runner, "close", lambda: None)()
+                except Exception as e:  # latency is a fact we could not measure, not a failed artifact
+                    console.warn(f"{entry['id']}: latency not measured ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})")
+            s["note"] = f"{measured} artifacts, {runs} runs each, {threads} threads"
+
     def _validate_artifact(self, planned, entry, staging, inputs, reference, reference_task, labels, name) -> None:
         fmt = FORMATS.get(planned.format)()
         with console.step("Validating", planned.id) as s:
@@ -284,9 +352,9 @@ class Build:
             if runner is None:
                 entry["validation"] = static_validation(fmt, files, entry, labels, why)
             else:
-                record = compare(
+                record = compare(  # latency: measured at the end, in one quiet pass
                     runner, inputs, reference, [o["name"] for o in entry["outputs"]], planned.precision, self.task,
-                    reference_task, self.spec.validation.latency_runs, self.spec.validation.threads,
+                    reference_task, 0, self.spec.validation.threads,
                 )
                 entry["validation"] = with_static_checks(record, fmt, files, entry, labels)
             entry["status"] = entry["validation"]["status"]
@@ -322,7 +390,7 @@ class Build:
             "validation": {"status": "failed", "reasons": [f"conversion failed: {reason}"]},
         }
 
-    def _build_artifact(self, planned, model, labels, name, work, staging, calibration, manifest) -> dict[str, Any]:
+    def _build_artifact(self, planned, model, labels, name, work, staging, calibration, preprocessing) -> dict[str, Any]:
         fmt: TargetFormat = FORMATS.get(planned.format)()
         job_dir = work / planned.id
         job_dir.mkdir()
@@ -359,7 +427,7 @@ class Build:
             "inputs": inputs,
             "outputs": outputs,
             "runtime_io": {"input": converted.input_name, "outputs": converted.output_names},
-            "preprocessing": {**manifest["preprocessing"], "layout": converted.layout},
+            "preprocessing": {**preprocessing, "layout": converted.layout},
             "labels": "labels.txt",
             planned.format: converted.details,
             "conversion_seconds": round(time.perf_counter() - start, 2),
@@ -452,6 +520,47 @@ class Build:
         np.savez_compressed(staging / "validation" / "inputs.npz", inputs=inputs.astype(np.float32))
         np.savez_compressed(staging / "validation" / "reference.npz", **dict(zip(model.output_names, reference)))
         (staging / "validation" / "reference_task.json").write_text(json.dumps(reference_task))
+
+
+def _model_for_child(model: CanonicalModel) -> CanonicalModel:
+    """The model as a worker process gets it: without this process's converter intermediates
+    (model.cache), and for a TorchScript source without its module, which no converter uses
+    (they start from its ONNX graph; a ScriptModule does not pickle)."""
+    cache = {k: v for k, v in model.cache.items() if k == "source_check"}
+    if model.source_kind == "torchscript":
+        return dataclasses.replace(model, torch_module=None, cache=cache)
+    return dataclasses.replace(model, cache=cache)
+
+
+def _picklable(payload: dict[str, Any]) -> bool:
+    import pickle
+
+    try:
+        pickle.dumps(payload)
+        return True
+    except Exception:  # e.g. a model class defined in a script: it stays in this process
+        return False
+
+
+def _run_group(payload: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """One format's artifacts (in a worker process, or in this one): built, validated, one entry each."""
+    build: Build = payload["build"]
+    calibration_file = payload["calibration_file"]
+    staging = Path(payload["staging"])
+    with np.load(staging / "validation" / "inputs.npz") as data:
+        inputs = data["inputs"]
+    with np.load(staging / "validation" / "reference.npz") as data:
+        reference = [data[name] for name in payload["model"].output_names]
+    reference_task = task_outputs(build.task, reference)
+
+    def calibration() -> np.ndarray:
+        if calibration_file is None:
+            raise SpecError("this artifact needs calibration images", "pass --calib DIR")
+        return np.load(calibration_file)
+
+    for planned in payload["group"]:
+        yield build._artifact(planned, payload["model"], payload["labels"], payload["name"], Path(payload["work"]), staging,
+                              calibration, payload["preprocessing"], (inputs, reference, reference_task))
 
 
 def _status_note(entry: dict[str, Any]) -> str:

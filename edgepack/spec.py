@@ -278,8 +278,6 @@ def _apply_overrides(spec: BuildSpec, o: Mapping[str, Any]) -> BuildSpec:
         spec.calibration.images = str(o["calib"])
     if o.get("calib_count"):
         spec.calibration.count = int(o["calib_count"])
-    if o.get("calib_method"):
-        spec.calibration.method = o["calib_method"]
     if o.get("explain"):
         spec.calibration.explain = True
     if o.get("int8_io"):

@@ -237,7 +237,9 @@ def test_progress_counts_steps_and_the_next_command_runs_as_printed(tmp_path, on
     out = tmp_path / "out"
     result = run_cli("convert", str(onnx_detector), "--formats", "mnn", "--precisions", "fp32,fp16", "-o", str(out))
     assert result.returncode == 0, result.stderr
-    assert "[1/7] Loading" in result.stderr and "[7/7] Validating mnn-fp16" in result.stderr
+    # 3 set-up steps, one per artifact (built and validated in the format's child process), latency
+    assert "[1/6] Loading" in result.stderr and "[5/6] Built mnn-fp16" in result.stderr and "[6/6] Measuring host latency" in result.stderr
+    assert "[mnn] Converting mnn-fp16" in result.stderr and "[mnn] Validating mnn-fp16" in result.stderr  # the child's own lines
     assert "I tensorflow" not in result.stderr and "oneDNN" not in result.stderr
     printed = [line for line in result.stderr.splitlines() if "next: edgepack build" in line][0]
     command = printed.split("next: ", 1)[1].rstrip(")").split()

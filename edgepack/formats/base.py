@@ -7,6 +7,7 @@ that registers a `TargetFormat` subclass with `@FORMATS.register(name)`.
 
 from __future__ import annotations
 
+import importlib.util
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any, Callable, ClassVar, Protocol
 
 import numpy as np
 
+from edgepack.errors import MissingDependencyError
 from edgepack.registry import Registry
 from edgepack.sources.base import CanonicalModel
 from edgepack.spec import BuildSpec
@@ -71,6 +73,18 @@ class HostRunner(Protocol):
 
 class RuntimeUnavailable(Exception):
     """This host cannot execute the artifact (for example Core ML on Linux)."""
+
+
+def require_modules(format_name: str, modules: dict[str, str], hint: str = "run `make setup`") -> None:
+    """MissingDependencyError naming the first module (module -> its package) that is not installed.
+    Found without importing it: the converters' imports take seconds and happen in the worker."""
+    for module, package in modules.items():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package is missing or broken
+            found = False
+        if not found:
+            raise MissingDependencyError(f"{format_name} needs {package} ({module} is missing)", hint)
 
 
 class TargetFormat(ABC):

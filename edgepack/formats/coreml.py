@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from edgepack.errors import ConversionError, MissingDependencyError
-from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, RuntimeUnavailable, TargetFormat
+from edgepack.errors import ConversionError
+from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, RuntimeUnavailable, TargetFormat, require_modules
 from edgepack.coreml_eval.importing import coremltools_full, coremltools_readers
 from edgepack.native import captured_native_output
 from edgepack.sources.base import pytorch_module
@@ -308,10 +308,7 @@ class CoreMLFormat(TargetFormat):
     )
 
     def check_environment(self) -> None:
-        try:
-            coremltools_full()
-        except ImportError:
-            raise MissingDependencyError("coreml needs coremltools", "run `make setup`") from None
+        require_modules("coreml", {"coremltools": "coremltools", "torch": "torch"})
 
     def convert(self, job: ConversionJob) -> ConvertedModel:
         ct = coremltools_full()

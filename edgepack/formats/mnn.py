@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from edgepack.errors import ConversionError, MissingDependencyError
-from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, TargetFormat, fit_shape
+from edgepack.errors import ConversionError
+from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, TargetFormat, require_modules, fit_shape
 from edgepack.native import captured_native_stdout
 from edgepack.tools import run_python
 
@@ -233,11 +233,7 @@ class MnnFormat(TargetFormat):
     )
 
     def check_environment(self) -> None:
-        try:
-            with captured_native_stdout("MNN"):  # MNN prints its CPU features on import
-                import MNN  # noqa: F401
-        except ImportError:
-            raise MissingDependencyError("mnn needs the MNN package", "pip install -e .") from None
+        require_modules("mnn", {"MNN": "MNN"})
 
     def convert(self, job: ConversionJob) -> ConvertedModel:
         out = job.workdir / "model.mnn"

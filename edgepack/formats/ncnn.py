@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepack.errors import ConversionError, MissingDependencyError
+from edgepack.errors import ConversionError
 from edgepack.formats.base import (
     FORMATS,
     ConversionJob,
@@ -18,6 +18,7 @@ from edgepack.formats.base import (
     HostRunner,
     TargetFormat,
     fit_shape,
+    require_modules,
 )
 from edgepack.tools import run_tool
 
@@ -108,11 +109,7 @@ class NcnnFormat(TargetFormat):
     )
 
     def check_environment(self) -> None:
-        try:
-            import ncnn  # noqa: F401
-            import pnnx  # noqa: F401
-        except ImportError as e:
-            raise MissingDependencyError(f"ncnn needs the ncnn and pnnx packages ({e.name} is missing)", "pip install -e .") from None
+        require_modules("ncnn", {"ncnn": "ncnn", "pnnx": "pnnx"})
 
     def convert(self, job: ConversionJob) -> ConvertedModel:
         import pnnx

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from edgepack.errors import ConversionError, MissingDependencyError
-from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, TargetFormat, fit_shape
+from edgepack.errors import ConversionError
+from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, TargetFormat, require_modules, fit_shape
 
 ORT_TARGET_PLATFORM = "arm"  # phones: keeps QDQ int8 nodes for ARM kernels, no x86-only NCHWc layout
 # .ort vs .onnx on the same input: fp32 graphs differ only by optimizations; the int8 .ort is
@@ -42,6 +42,7 @@ ORT_TARGET_PLATFORM = "arm"  # phones: keeps QDQ int8 nodes for ARM kernels, no 
 # kernels here, which the .onnx does not use: the int8 floor bounds that difference (measured
 # down to cosine 0.9875 on the built-in classifier)
 ORT_MATCH_COSINE = {"fp32": 0.99999, "int8": 0.98}
+ORT_NOISE = 1e-5  # max-abs difference (relative to max(1, |output|)) below which .ort and .onnx are equal
 
 
 def model_metadata(job: ConversionJob) -> dict[str, str]:
@@ -205,10 +206,14 @@ class OnnxArtifactRunner:
         outputs = [np.asarray(o, np.float32) for o in self.session.run(None, feed)]
         key = hashlib.sha1(np.ascontiguousarray(x).tobytes()).digest()
         if self.ort_session is not None and key not in self.checked:
-            from edgepack.validate.metrics import cosine
+            from edgepack.validate.metrics import cosine, max_abs
 
             for got, want in zip(self.ort_session.run(None, feed), outputs):
-                self.worst_ort_cosine = min(self.worst_ort_cosine, cosine(np.asarray(got, np.float32), want))
+                got = np.asarray(got, np.float32)
+                # an output that is all but zero on this image (PP-OCR's text map on a scene without
+                # text: max 2e-5) has a cosine made of rounding noise; float noise is not a difference
+                if max_abs(got, want) > ORT_NOISE * max(1.0, float(np.abs(want).max())):
+                    self.worst_ort_cosine = min(self.worst_ort_cosine, cosine(got, want))
             if self.worst_ort_cosine < self.ort_floor:
                 raise RuntimeError(f".ort output differs from the .onnx (cosine {self.worst_ort_cosine:.6f} < {self.ort_floor})")
             self.checked.add(key)
@@ -229,12 +234,8 @@ class OnnxFormat(TargetFormat):
     )
 
     def check_environment(self) -> None:
-        try:
-            import onnxruntime.quantization  # noqa: F401
-            import onnxruntime.tools.convert_onnx_models_to_ort  # noqa: F401
-            from onnxruntime.transformers import float16  # noqa: F401
-        except ImportError as e:
-            raise MissingDependencyError(f"onnx needs onnxruntime with its tools ({e.name} is missing)", "run `make setup`") from None
+        require_modules("onnx", {"onnxruntime.quantization": "onnxruntime", "onnxruntime.tools.convert_onnx_models_to_ort": "onnxruntime",
+                                 "onnxruntime.transformers.float16": "onnxruntime"})
 
     def convert(self, job: ConversionJob) -> ConvertedModel:
         import onnx

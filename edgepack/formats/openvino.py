@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from edgepack.errors import ConversionError, MissingDependencyError
-from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, TargetFormat, fit_shape
+from edgepack.errors import ConversionError
+from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, TargetFormat, require_modules, fit_shape
 from edgepack.native import captured_native_output
 
 TELEMETRY_MODULE = "openvino_telemetry"
@@ -191,11 +191,7 @@ class OpenVinoFormat(TargetFormat):
     )
 
     def check_environment(self) -> None:
-        try:
-            _openvino()
-            import nncf  # noqa: F401
-        except ImportError as e:
-            raise MissingDependencyError(f"openvino needs the openvino and nncf packages ({e.name} is missing)", "run `make setup`") from None
+        require_modules("openvino", {"openvino": "openvino", "nncf": "nncf"})
 
     def convert(self, job: ConversionJob) -> ConvertedModel:
         ov = _openvino()

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from edgepack.errors import ConversionError, MissingDependencyError
+from edgepack.errors import ConversionError
 from edgepack.formats import tflite_metadata
-from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, TargetFormat, fit_shape
+from edgepack.formats.base import FORMATS, ConversionJob, ConvertedModel, FormatInfo, HostRunner, TargetFormat, require_modules, fit_shape
 from edgepack.native import captured_native_output, quiet_tensorflow
 from edgepack.quantize import tflite_quant
 from edgepack.sources.base import CanonicalModel, pytorch_module, through_onnx2torch
@@ -193,8 +193,9 @@ class TfliteRunner:
     def __init__(self, path: Path, entry: dict[str, Any], threads: int) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
-        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        self.interpreter.allocate_tensors()
+        with captured_native_output("tflite interpreter", (2,)):  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            self.interpreter.allocate_tensors()
         self.input = self.interpreter.get_input_details()[0]
         self.outputs = self.interpreter.get_output_details()
         self.output_shapes = [o["shape"] for o in entry["outputs"]]
@@ -231,14 +232,8 @@ class TfliteFormat(TargetFormat):
     )
 
     def check_environment(self) -> None:
-        quiet_tensorflow()
-        for module, package in (("litert_torch", "litert-torch"), ("ai_edge_litert", "ai-edge-litert"),
-                                ("ai_edge_quantizer", "ai-edge-quantizer"), ("flatbuffers", "flatbuffers")):
-            try:
-                with captured_native_output(f"{module} import", (1, 2)):  # absl/torchao/XNNPACK banners
-                    __import__(module)
-            except ImportError:
-                raise MissingDependencyError(f"tflite needs {package}", "run `make setup`") from None
+        require_modules("tflite", {"litert_torch": "litert-torch", "ai_edge_litert": "ai-edge-litert",
+                                   "ai_edge_quantizer": "ai-edge-quantizer", "flatbuffers": "flatbuffers"})
 
     def convert(self, job: ConversionJob) -> ConvertedModel:
         fp32 = fp32_flatbuffer(job.model, job.workdir)

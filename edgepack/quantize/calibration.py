@@ -60,6 +60,19 @@ class BlobStats:
             self.fine[: len(merged)] = merged
         self.top = top
 
+    def merge(self, other: "BlobStats") -> None:
+        """Add the statistics another worker collected on other images (same result as one pass:
+        the fine histograms' tops are powers of two, so regridding sums whole bins)."""
+        if other.absmax == 0.0:
+            return
+        if self.fine is not None and other.fine is not None:
+            if other.top > self.top:
+                self._grow(other.top * 0.75)  # -> exactly other.top
+            factor = int(round(self.top / other.top))
+            n = len(self.fine)
+            self.fine[: n // factor] += other.fine.reshape(n // factor, factor).sum(axis=1) if factor > 1 else other.fine
+        self.absmax = max(self.absmax, other.absmax)
+
     def histogram(self, bins: int = NUM_BINS) -> np.ndarray:
         """`bins` bins of |x| on [0, absmax], as ncnn2table's second pass counts them."""
         if self.fine is None or self.absmax == 0:

@@ -9,6 +9,7 @@ layer's lines keeps that layer in float):
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import time
@@ -33,7 +34,7 @@ class Table:
     blob_scales: dict[str, float]
     # per layer: the measured blob, its absmax, the chosen threshold and the share of values it clips
     ranges: dict[str, dict[str, Any]] = field(default_factory=dict)
-    threads: int = 0  # ncnn threads the calibration ran with
+    threads: int = 0  # single-threaded ncnn nets the calibration ran in parallel
 
     def text(self) -> str:
         lines = [f"{name}_param_0 " + " ".join(f"{s:.9g}" for s in scales) for name, scales in self.weight_scales.items()]
@@ -133,47 +134,39 @@ def calibrate(
     order = {top: index for index, layer in enumerate(param.layers) for top in layer.tops}
     blobs = sorted(set(blob_of.values()), key=lambda b: order.get(b, -1))
     want_histograms = method != "minmax" if histograms is None else histograms
-    stats = {blob: BlobStats(histogram=want_histograms) for blob in blobs}
-    def load(num_threads: int):
+
+    def load():
         net = ncnn.Net()
         strict_fp32(net.opt)
-        net.opt.num_threads = num_threads
+        net.opt.num_threads = 1
         net.load_param(str(param_path))
         net.load_model(str(bin_path))
         return net
 
-    def measure(net, x, record: bool = True) -> float:
-        start = time.perf_counter()
-        ex = net.create_extractor()
-        ex.set_light_mode(True)
-        ex.input(input_blob, ncnn.Mat(np.ascontiguousarray(x[0], np.float32)))
-        for blob in blobs:
-            mat = ncnn.Mat()
-            if ex.extract(blob, mat) != 0:
-                raise ConversionError(f"ncnn int8: cannot extract blob {blob} during calibration")
-            if record:
+    def measure(images: np.ndarray) -> dict[str, BlobStats]:
+        net, stats = load(), {blob: BlobStats(histogram=want_histograms) for blob in blobs}
+        for x in images:
+            ex = net.create_extractor()
+            ex.set_light_mode(True)
+            ex.input(input_blob, ncnn.Mat(np.ascontiguousarray(x[0], np.float32)))
+            for blob in blobs:
+                mat = ncnn.Mat()
+                if ex.extract(blob, mat) != 0:
+                    raise ConversionError(f"ncnn int8: cannot extract blob {blob} during calibration")
                 stats[blob].add(np.asarray(mat))
-        return time.perf_counter() - start
+        return stats
 
-    # all cores, unless one thread is faster: on a busy machine ncnn's OpenMP threads spin while
-    # waiting for each other, which made 2 threads 50x slower than 1 here (timed on 2 images).
-    # Each net runs once untimed first: a first run allocates, and timing it made the net timed
-    # first (all cores) look slower than it is (1 thread was picked on a quiet machine: 13 s
-    # instead of 9 s for 100 images at 640)
-    cores = threads or os.cpu_count() or 1
-    net = load(cores)
-    if threads is None and cores > 1 and len(calibration) > 4:
-        single = load(1)
-        measure(net, calibration[0], record=False)
-        measure(single, calibration[0], record=False)
-        if measure(single, calibration[1]) < measure(net, calibration[0]):
-            net = single
-        todo = calibration[2:]
-    else:
-        todo = calibration
-    for x in todo:
-        measure(net, x)
-    table.threads = int(net.opt.num_threads)
+    # one single-threaded net per core, each on its share of the images, merged at the end: ncnn
+    # and numpy release the GIL, and no OpenMP threads spin waiting for each other (with one net
+    # on all cores a busy machine made 2 threads 50x slower than 1)
+    workers = max(1, min(threads or os.cpu_count() or 1, len(calibration)))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        parts = list(pool.map(measure, [calibration[i::workers] for i in range(workers)]))
+    stats = parts[0]
+    for part in parts[1:]:
+        for blob, blob_stats in part.items():
+            stats[blob].merge(blob_stats)
+    table.threads = workers
     for _, layer in layers:
         blob_stats = stats[blob_of[layer.name]]
         threshold = blob_stats.threshold(method)

@@ -155,6 +155,29 @@ def test_one_pass_histogram_matches_two_passes():
     assert one.threshold("kl") == pytest.approx(exact, rel=0.02)
 
 
+def test_statistics_of_parallel_workers_merge_into_the_one_pass_result():
+    """ncnn calibration runs one net per core on a share of the images and merges their BlobStats:
+    the merged histogram must equal one pass over all batches (tops are powers of two)."""
+    rng = np.random.default_rng(6)
+    batches = [rng.normal(0, scale, 40_000).astype(np.float32) for scale in (0.3, 4.0, 1.0, 9.0, 0.7, 2.5)]
+    one = BlobStats()
+    for b in batches:
+        one.add(b)
+    parts = [BlobStats(), BlobStats()]
+    for i, b in enumerate(batches):
+        parts[i % 2].add(b)
+    merged, other = parts
+    merged.merge(other)
+    assert merged.absmax == one.absmax and merged.top == one.top
+    assert merged.fine.sum() == pytest.approx(one.fine.sum(), rel=1e-3)  # the tiny-value cut follows each part's absmax
+    assert np.abs(np.cumsum(merged.fine) - np.cumsum(one.fine)).max() <= 1e-3 * one.fine.sum()
+    for method in ("minmax", "percentile", "kl"):
+        assert merged.threshold(method) == pytest.approx(one.threshold(method), rel=1e-3), method
+    nothing = BlobStats()
+    nothing.merge(one)  # an empty worker share: the other's numbers as they are
+    assert nothing.absmax == one.absmax and nothing.threshold("kl") == pytest.approx(one.threshold("kl"))
+
+
 def test_minmax_percentile_and_clipping():
     rng = np.random.default_rng(5)
     values = rng.normal(0, 1, 400_000).astype(np.float32)

@@ -247,6 +247,7 @@ def source_argument(model: RealModel, workdir: Path) -> tuple[str, dict[str, str
 
 
 FORMATS = ("ncnn", "mnn", "tflite", "coreml")
+OTHER_RUNTIMES = ("openvino", "onnx", "executorch", "tensorrt")  # issue 18: fp32 and fp16 where offered
 
 
 def convert(model: RealModel, workdir: Path, formats: tuple[str, ...] = FORMATS, precisions: str = "fp32") -> tuple[subprocess.CompletedProcess, Path]:
@@ -265,8 +266,9 @@ def convert(model: RealModel, workdir: Path, formats: tuple[str, ...] = FORMATS,
     return result, workdir / "out"
 
 
-def outcome(result: subprocess.CompletedProcess, out: Path) -> dict[str, str]:
-    """format -> "ok" / "degraded: ..." / "failed: <reason>", or {"*": <the error line>} when nothing was built."""
+def outcome(result: subprocess.CompletedProcess, out: Path, by: str = "format") -> dict[str, str]:
+    """format (or artifact id, `by="id"`) -> "ok" / "degraded: ..." / "failed: <reason>", or
+    {"*": <the error line>} when nothing was built."""
     import json
 
     manifest_path = out / "manifest.json"
@@ -278,7 +280,7 @@ def outcome(result: subprocess.CompletedProcess, out: Path) -> dict[str, str]:
     for entry in manifest["artifacts"]:
         status = entry["status"]
         reasons = entry.get("validation", {}).get("reasons", [])
-        found[entry["format"]] = status if status in ("ok", "unverified-on-this-host") else f"{status}: {'; '.join(reasons)}"
+        found[entry[by]] = status if status in ("ok", "unverified-on-this-host") else f"{status}: {'; '.join(reasons)}"
     return found
 
 
