@@ -19,7 +19,6 @@ every existing pin (the README, "Other edge runtimes"), so it runs in edgepack's
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -104,13 +103,11 @@ def _lower(exported: Any) -> bytes:
 def minmax_activations(config: Any) -> Any:
     """XNNPACK's config with activation ranges from min/max instead of its HistogramObserver. The
     histogram's L2-optimal range clips backbone activations the way KL does in ncnn (issue 14:
-    KL -5.3 mAP points, minmax -0.5); measured on the built-in detector, 300 scenes: see the README."""
+    KL -5.3 mAP points, minmax -0.5)."""
     import dataclasses
 
     from torchao.quantization.pt2e import MinMaxObserver
 
-    if os.environ.get("EDGEPACK_ET_OBSERVER") == "histogram":  # the comparison run of the README
-        return config
     act = dataclasses.replace(config.input_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
     return dataclasses.replace(config, input_activation=act, output_activation=act)
 
