@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 DEMO_OUT ?= edgepack-out
 
-.PHONY: demo test setup system-deps clean benchmark
+.PHONY: demo test setup system-deps clean benchmark peer-env benchmark-peer
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,20 @@ test: setup system-deps
 
 benchmark: setup
 	$(BIN)/python benchmarks/run.py
+
+# the peer exporter of benchmarks/peer.py (issue 16) in its own venv outside the repository: its
+# Core ML export pins numpy<=2.3.5 and its ncnn export another pnnx than edgepack's
+PEER_VENV := $(HOME)/.cache/edgepack/peer/ultralytics-8.4.190
+PEER_STAMP := $(PEER_VENV)/.installed-$(shell cat benchmarks/peer-requirements.txt | sha256sum | cut -c1-12)
+$(PEER_STAMP): benchmarks/peer-requirements.txt
+	@test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet -r benchmarks/peer-requirements.txt
+	@rm -f $(PEER_VENV)/.installed-* && touch $(PEER_STAMP)
+
+peer-env: $(PEER_STAMP)
+
+benchmark-peer: setup peer-env
+	$(BIN)/python benchmarks/peer.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)

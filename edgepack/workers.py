@@ -22,8 +22,12 @@ from typing import Any, Callable, Iterator
 
 from edgepack import console
 
-# formats ordered by how long they usually take: the slowest start first
-_SLOW_FIRST = ("tflite", "mnn", "executorch", "openvino", "coreml", "ncnn", "onnx", "tensorrt")
+# formats ordered by how long they usually take (benchmarks/, YOLOv8n-sized at 640): the slowest
+# start first, so the short ones fill the cores at the end. With full int8, calibration dominates
+# (MNN 247 s, TFLite 130 s, ncnn 72 s); without it, TFLite's and Core ML's conversions do (48 s and
+# 44 s with validation, against 11-17 s for MNN and ncnn).
+_SLOW_FIRST = ("tflite", "coreml", "executorch", "openvino", "ncnn", "mnn", "onnx", "tensorrt")
+_SLOW_FIRST_INT8 = ("mnn", "tflite", "executorch", "ncnn", "openvino", "onnx", "tensorrt", "coreml")
 
 
 @dataclass
@@ -39,8 +43,14 @@ def group_by_format(plan: list[Any]) -> list[FormatGroup]:
     for planned in plan:
         groups.setdefault(planned.format, FormatGroup(planned.format, [])).artifacts.append(planned)
     rank = {name: i for i, name in enumerate(_SLOW_FIRST)}
-    # int8 calibration dominates: a group with it goes before one without
-    return sorted(groups.values(), key=lambda g: (not any(p.precision == "int8" for p in g.artifacts), rank.get(g.format, len(rank))))
+    rank_int8 = {name: i for i, name in enumerate(_SLOW_FIRST_INT8)}
+
+    def order(group: FormatGroup) -> tuple[bool, int]:
+        if any(p.precision == "int8" for p in group.artifacts):  # a group with calibration before any without
+            return False, rank_int8.get(group.format, len(rank_int8))
+        return True, rank.get(group.format, len(rank))
+
+    return sorted(groups.values(), key=order)
 
 
 def worker_count(groups: int) -> int:

@@ -77,6 +77,8 @@ def test_two_formats_run_at_the_same_time(tmp_path):
 def test_slowest_formats_start_first_and_workers_follow_the_cores(monkeypatch):
     plan = [Planned("ncnn", "fp32"), Planned("coreml", "fp32"), Planned("mnn", "int8"), Planned("tflite", "fp32")]
     assert [g.format for g in workers.group_by_format(plan)] == ["mnn", "tflite", "coreml", "ncnn"]
+    plan = [Planned(f, "fp32") for f in ("ncnn", "mnn", "coreml", "tflite")] + [Planned("tflite", "int8"), Planned("ncnn", "int8")]
+    assert [g.format for g in workers.group_by_format(plan)] == ["tflite", "ncnn", "coreml", "mnn"]
     monkeypatch.setenv("EDGEPACK_WORKERS", "1")
     assert workers.worker_count(4) == 1
     monkeypatch.delenv("EDGEPACK_WORKERS")

@@ -20,12 +20,28 @@ Adding an op: write `def my_op(a: Args)` and decorate it with `@op("my_op")`.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 OPS: dict[str, Callable[["Args"], Any]] = {}
+_HALF_AND_SINGLE = {np.dtype(np.float16), np.dtype(np.float32)}
+
+
+def as_dtype(value: Any, dtype: Any) -> np.ndarray:
+    """`value` as a numpy array of `dtype`. float32 <-> float16 goes through torch when this process
+    has already imported it: the same round-to-nearest-even bits as numpy's cast (tested), about 7x
+    faster -- numpy's is a scalar loop, and fp16 programs spent two thirds of their evaluation time
+    in it. torch is never imported for this (`edgepack validate` reads Core ML without it)."""
+    value = np.asarray(value)
+    dtype = np.dtype(dtype)
+    torch = sys.modules.get("torch")
+    if (torch is not None and value.dtype != dtype and {value.dtype, dtype} == _HALF_AND_SINGLE
+            and value.size >= 4096 and value.flags.c_contiguous and value.flags.writeable):
+        return torch.from_numpy(value).to(torch.float16 if dtype == np.float16 else torch.float32).numpy()
+    return value.astype(dtype, copy=False)
 
 
 def op(*names: str) -> Callable[[Callable[["Args"], Any]], Callable[["Args"], Any]]:
@@ -52,7 +68,7 @@ class Args:
 
     def f(self, name: str) -> np.ndarray:
         """The input as float32 (the compute type of every float op)."""
-        return np.asarray(self.values[name], dtype=np.float32)
+        return as_dtype(self.values[name], np.float32)
 
     def get(self, name: str, default: Any = None) -> Any:
         value = self.values.get(name)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepack.coreml_eval.ops import OPS, Args
+from edgepack.coreml_eval.ops import OPS, Args, as_dtype
 
 
 class UnsupportedOps(Exception):
@@ -161,7 +161,7 @@ class MLProgram:
         stored = []
         for value, dtype, shape in zip(results, step.out_dtypes, step.out_shapes):
             if dtype is not None and dtype != np.dtype(object):
-                value = np.asarray(value).astype(dtype, copy=False)
+                value = as_dtype(value, dtype)
                 if shape is not None and value.shape != shape:
                     raise EvaluationError(step.type, step.name, f"shape {list(value.shape)}, the program declares {list(shape)}")
             stored.append(value)

@@ -102,6 +102,11 @@ def compact_tensor_names(path: Path) -> None:
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model(str(path))
+    for buffer in model.buffers:
+        # weights litert-torch stores after the flatbuffer (by offset) come back as bytes, which the
+        # generated Pack writes one byte per Python call (15 s for a YOLOv8n); as numpy, one copy
+        if buffer.data is not None and not isinstance(buffer.data, np.ndarray):
+            buffer.data = np.frombuffer(buffer.data, np.uint8)
     for graph in model.subgraphs:
         keep = {int(i) for i in graph.inputs} | {int(i) for i in graph.outputs}
         used: dict[str, int] = {}

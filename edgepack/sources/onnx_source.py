@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
+import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from edgepack.errors import SourceError
 from edgepack.sources.base import CanonicalModel
@@ -134,10 +137,34 @@ def _output_shapes(model_path: Path, input_name: str, shape: tuple[int, ...]) ->
     return [tuple(int(d) for d in o.shape) for o in outputs]
 
 
+def onnxsim_simplify() -> Callable[..., Any]:
+    """onnxsim's `simplify`, imported without running the package's __init__: onnxsim 0.8 imports
+    about a hundred quantization modules and PyTorch there (4 s on the critical path of every ONNX
+    build), and its simplifier needs none of them. The stand-in package lives only while the
+    simplifier loads; a later `import onnxsim` gets the whole package (tested)."""
+    loaded = sys.modules.get("onnxsim.onnx_simplifier")
+    if loaded is not None:
+        return loaded.simplify
+    if "onnxsim" in sys.modules:
+        import onnxsim.onnx_simplifier
+
+        return onnxsim.onnx_simplifier.simplify
+    spec = importlib.util.find_spec("onnxsim")
+    if spec is None or not spec.submodule_search_locations:
+        raise SourceError("onnxsim is not installed", "reinstall edgepack (pip install edgepack)")
+    stand_in = importlib.util.module_from_spec(spec)  # the package object, its __init__ not run
+    sys.modules["onnxsim"] = stand_in
+    try:
+        simplifier = importlib.import_module("onnxsim.onnx_simplifier")
+    finally:
+        if sys.modules.get("onnxsim") is stand_in:
+            del sys.modules["onnxsim"]
+    return simplifier.simplify
+
+
 def canonicalize(model, spec: ModelSpec, workdir: Path, *, source: str, kind: str, source_sha256: str) -> CanonicalModel:
     """Fix the input shape, simplify with onnxsim, and write `workdir/model.onnx`."""
     import onnx
-    import onnxsim
 
     metadata = read_metadata(model)
     for note in prepare_export(model):
@@ -176,7 +203,7 @@ def canonicalize(model, spec: ModelSpec, workdir: Path, *, source: str, kind: st
     except Exception as e:
         raise SourceError(f"{source} is not a valid ONNX model: {str(e).strip().splitlines()[0][:200]}") from None
     try:
-        simplified, ok = onnxsim.simplify(model, overwrite_input_shapes={inp.name: list(shape)})
+        simplified, ok = onnxsim_simplify()(model, overwrite_input_shapes={inp.name: list(shape)})
     except Exception as e:  # onnxsim raises plain exceptions from its C++ core
         raise SourceError(f"onnxsim could not simplify the model: {str(e).splitlines()[0][:200]}") from e
     if not ok:

@@ -485,3 +485,25 @@ def test_channel_prelu_is_rewritten_for_coremltools_without_touching_the_users_m
         assert torch.allclose(rewritten(x), net(x), atol=1e-6)
     single = nn.Sequential(nn.Linear(4, 4), nn.PReLU())
     assert _without_channel_prelu(single) is single  # one shared alpha converts as it is
+
+
+def test_fast_half_casts_give_numpys_bits():
+    """`as_dtype` takes torch's vectorised float16 casts when torch is loaded: every float32 bit
+    pattern class (ties, subnormals, overflow to inf, NaN, signed zeros) must round exactly as numpy's
+    cast does, and back."""
+    from edgepack.coreml_eval.ops import as_dtype
+
+    rng = np.random.default_rng(3)
+    bits = rng.integers(0, 2**32, size=1 << 20, dtype=np.uint64).astype(np.uint32)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, 65504.0, 65519.99, 65520.0, 1e9, 6.1e-5, 6e-8, 3e-8, 2.98e-8,
+                         1.0 + 2.0**-11, 1.0 + 3 * 2.0**-11, -(1.0 + 2.0**-11)], np.float32)
+    single = np.concatenate([bits.view(np.float32), specials])
+    single = single[~np.isnan(single)]  # NaN payloads may differ; NaN-ness must not (below)
+    half = as_dtype(single, np.float16)
+    assert half.dtype == np.float16 and np.array_equal(half.view(np.uint16), single.astype(np.float16).view(np.uint16))
+    assert np.isnan(as_dtype(np.full(8192, np.nan, np.float32), np.float16)).all()
+    every_half = np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    widened = as_dtype(every_half, np.float32)
+    expected = every_half.astype(np.float32)
+    assert widened.dtype == np.float32 and np.array_equal(widened, expected, equal_nan=True)
+    assert np.array_equal(np.signbit(widened), np.signbit(expected))

@@ -90,3 +90,27 @@ def test_pad_wrap_is_refused_by_node(tmp_path):
     onnx.save(helper.make_model(helper.make_graph([node], "g", [x], [y], [pads]), opset_imports=[helper.make_opsetid("", 19)]), path)
     with pytest.raises(ConversionError, match="wrap_pad.*'wrap'"):
         onnx_to_torch(path)
+
+
+def test_onnxsim_is_loaded_without_its_package_init_and_stays_whole(tmp_path, onnx_detector):
+    """The simplifier is imported without onnxsim's __init__ (a hundred quantization modules and
+    PyTorch, 4 s per ONNX build): it must simplify exactly as `onnxsim.simplify` does, pull in no
+    PyTorch, and leave a later `import onnxsim` the whole package."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys, onnx
+from edgepack.sources.onnx_source import onnxsim_simplify
+model = onnx.load({str(onnx_detector)!r})
+shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+fast, ok = onnxsim_simplify()(model, overwrite_input_shapes={{model.graph.input[0].name: shape}})
+assert ok and "torch" not in sys.modules and "onnxsim" not in sys.modules, sorted(m for m in sys.modules if m.startswith(("torch", "onnxsim")))[:5]
+import onnxsim
+assert hasattr(onnxsim, "quantize") and hasattr(onnxsim, "simplify"), "a partial onnxsim package"
+full, ok = onnxsim.simplify(onnx.load({str(onnx_detector)!r}), overwrite_input_shapes={{model.graph.input[0].name: shape}})
+assert ok and full.SerializeToString() == fast.SerializeToString(), "the two simplifications differ"
+print("same")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "same", result.stderr[-2000:]
