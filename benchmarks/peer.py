@@ -133,7 +133,7 @@ def main() -> None:
                                                   *(["--no-latency"] if side == "edgepack --no-latency" else [])], folder)
                     require(result, "edgepack convert")
                     manifest = json.loads((folder / "out" / "manifest.json").read_text())
-                    made = [{"id": e["id"], "status": e["status"], "seconds": e.get("convert_seconds")} for e in manifest["artifacts"]]
+                    made = [{"id": e["id"], "status": e["status"], "conversion_seconds": e.get("conversion_seconds")} for e in manifest["artifacts"]]
                     runs[side].append({"seconds": seconds, "peak_rss_mb": rss, "artifacts": made})
                 print(f"  {seconds:.1f} s, peak RSS {rss:.0f} MB", file=sys.stderr, flush=True)
     summary = summarise(runs, args.imgsz)
