@@ -19,7 +19,7 @@ from edgepack import __version__, console, outdir, workers
 from edgepack.errors import ConversionError, SourceError, SpecError
 from edgepack.formats import FORMATS, ConversionJob, TargetFormat
 from edgepack.formats.base import RuntimeUnavailable
-from edgepack.manifest import MANIFEST_NAME, SCHEMA, write_json_atomic
+from edgepack.manifest import MANIFEST_NAME, SCHEMA, artifact_files, write_json_atomic
 from edgepack.preprocess import generated_images, list_images, load_image, preprocess, sample_images, seeded_subset
 from edgepack.sources import CanonicalModel, load_source
 from edgepack.spec import BUILTIN_PREFIX, BuildSpec, read_labels
@@ -239,7 +239,8 @@ class Build:
             (staging / "labels.txt").write_text("".join(f"{label}\n" for label in labels), encoding="utf-8")
             for entry in self._artifacts(model, labels, name, work, staging, manifest["preprocessing"]):
                 manifest["artifacts"].append(entry)
-            manifest["artifacts"].sort(key=lambda e: [p.id for p in self.plan].index(e["id"]))
+            plan_order = {planned.id: index for index, planned in enumerate(self.plan)}
+            manifest["artifacts"].sort(key=lambda e: plan_order[e["id"]])
             latency_started = time.perf_counter()
             self._measure_latency(manifest["artifacts"], staging, inputs[0])
             manifest["latency_seconds"] = round(time.perf_counter() - latency_started, 2)
@@ -330,7 +331,7 @@ class Build:
                     continue  # failed, or no host runtime executes it
                 fmt = FORMATS.get(entry["format"])()
                 try:
-                    runner = fmt.open_runner({r: staging / p for r, p in entry["files"].items()}, entry, threads)
+                    runner = fmt.open_runner(artifact_files(staging, entry), entry, threads)
                     if getattr(runner, "records_latency", True):  # False: a stand-in runtime (Core ML's evaluator)
                         entry["validation"]["latency"] = {**measure_latency(runner, x, runs), "threads": threads}
                         measured += 1
@@ -342,7 +343,7 @@ class Build:
     def _validate_artifact(self, planned, entry, staging, inputs, reference, reference_task, labels, name) -> None:
         fmt = FORMATS.get(planned.format)()
         with console.step("Validating", planned.id) as s:
-            files = {r: staging / p for r, p in entry["files"].items()}
+            files = artifact_files(staging, entry)
             runner, why = None, None
             if fmt.info.numeric_validation:
                 try:
