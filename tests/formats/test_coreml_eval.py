@@ -507,3 +507,22 @@ def test_fast_half_casts_give_numpys_bits():
     expected = every_half.astype(np.float32)
     assert widened.dtype == np.float32 and np.array_equal(widened, expected, equal_nan=True)
     assert np.array_equal(np.signbit(widened), np.signbit(expected))
+
+
+def test_evaluator_thread_limit_covers_openblas_and_torch():
+    """The evaluator's casts run through torch: its intra-op pool is limited with OpenBLAS's inside
+    `blas_threads` and restored after (two spinning torch threads halved its speed on a shared core)."""
+    import torch
+
+    from edgepack.coreml_eval.threads import _openblas, blas_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with blas_threads(1):
+            assert torch.get_num_threads() == 1
+            calls = _openblas()
+            assert calls is None or int(calls[1]()) == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

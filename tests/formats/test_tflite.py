@@ -3,6 +3,9 @@ TFLite Metadata read back with flatc and tflite-support's own schema (tflite_met
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import zipfile
 
 import numpy as np
@@ -106,6 +109,17 @@ def test_gpu_delegate_warnings_name_the_problem(tmp_path):
     path.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([gather.get_concrete_function()], gather).convert())
     warnings = " | ".join(gpu_delegate_warnings(path))
     assert "GATHER_ND" in warnings and "int64" in warnings and "dynamic input shape" in warnings, warnings
+    # the analyzer LiteRT ships (used without importing TensorFlow) reports what TensorFlow's does,
+    # line for line but the runtime version
+    from ai_edge_litert import _pywrap_analyzer_wrapper
+
+    report = io.StringIO()
+    with contextlib.redirect_stdout(report):
+        tf.lite.experimental.Analyzer.analyze(model_path=str(path), gpu_compatibility=True)
+    litert = _pywrap_analyzer_wrapper.ModelAnalyzer(str(path), True, True)
+    ours = [line for line in litert.strip().splitlines() if "runtime version" not in line]
+    theirs = [line for line in report.getvalue().strip().splitlines()[2:] if "runtime version" not in line]
+    assert ours == theirs
 
 
 def test_clean_model_has_no_gpu_warnings(detector_out):
