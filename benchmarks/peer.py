@@ -91,7 +91,8 @@ def peer_available(python: Path) -> str | None:
     if not python.exists():
         return f"no peer environment at {python.parent.parent} (create it with: make peer-env)"
     check = subprocess.run([str(python), "-c", "import ultralytics; print(ultralytics.__version__)"], capture_output=True, text=True)
-    if check.returncode != 0 or check.stdout.strip() != PEER.split("==")[1]:
+    # the last line: Ultralytics' first import in a fresh environment prints that it created its settings file
+    if check.returncode != 0 or check.stdout.strip().splitlines()[-1:] != [PEER.split("==")[1]]:
         return f"the environment at {python.parent.parent} has no {PEER} (recreate it with: make peer-env)"
     return None
 

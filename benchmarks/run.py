@@ -74,6 +74,39 @@ def calibration_facts(entry: dict) -> str:
     return f"{facts['images']} images" if facts.get("images") else "-"
 
 
+def ncnn_forward_floor(out: Path, entry: dict, images: int) -> float:
+    """Seconds for the plain fp32 ncnn forward of `images` inputs laid out as the calibration runs
+    them (one single-threaded net per core, each on its share): no statistics, no extraction of
+    inner blobs -- the floor any ncnn2table-style calibration on this machine stands on."""
+    import concurrent.futures
+
+    import ncnn
+
+    from edgepack.formats.ncnn import strict_fp32
+    from edgepack.manifest import artifact_files
+
+    files = artifact_files(out, entry)
+    _, c, h, w = entry["inputs"][0]["shape"]
+    x = np.random.default_rng(0).random((c, h, w), dtype=np.float32)
+    workers = os.cpu_count() or 1
+
+    def forward(count: int) -> None:
+        net = ncnn.Net()
+        strict_fp32(net.opt)
+        net.opt.num_threads = 1
+        net.load_param(str(files["param"]))
+        net.load_model(str(files["bin"]))
+        for _ in range(count):
+            extractor = net.create_extractor()
+            extractor.input(entry["runtime_io"]["input"], ncnn.Mat(x))
+            extractor.extract(entry["runtime_io"]["outputs"][0])
+
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        list(pool.map(forward, [len(range(i, images, workers)) for i in range(workers)]))
+    return round(time.perf_counter() - start, 1)
+
+
 def bench_model(name: str, source: list[str], work: Path, runs: int, dataset: Path | None, selection: list[str]) -> dict:
     out = work / name
     print(f"[{name}] converting ({' '.join(selection)}) ...", file=sys.stderr, flush=True)
@@ -111,6 +144,12 @@ def bench_model(name: str, source: list[str], work: Path, runs: int, dataset: Pa
             "latency_2t": latency(entry, out, x, 2, runs),
             "calibration": calibration_facts(entry),
         }
+        facts = (entry.get("ncnn") or {}).get("calibration") or {}
+        ncnn_fp32 = next((e for e in manifest["artifacts"] if e["id"] == "ncnn-fp32"), None)
+        if entry["format"] == "ncnn" and facts.get("seconds") is not None and ncnn_fp32 is not None:
+            floor = ncnn_forward_floor(out, ncnn_fp32, facts["images"])
+            row["calibration"] += f" (fp32 forward alone: {floor} s)"
+            row["ncnn_forward_floor_seconds"] = floor
         if "map50_95_delta" in metric:
             row["task_delta"] = f"mAP50-95 {metric['map50_95']:.4f} ({metric['map50_95_delta'] * 100:+.2f} pt); mAP50 {metric['map50_delta'] * 100:+.2f} pt"
             row["map50_95_delta_points"] = round(metric["map50_95_delta"] * 100, 2)

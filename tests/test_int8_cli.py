@@ -122,3 +122,35 @@ def test_tflite_full_int8_records_io_quantization(int8_out):
     # a detector's concatenated boxes and scores never share one int8 scale: the output is float
     assert details["io"]["outputs"][0]["dtype"] == "float32" and details["float_layers"] > 0
     assert details["io_type"] == "int8 input, float output" and "box coordinates and class scores" in details["io_reason"]
+
+
+def test_calibration_file_holds_the_preprocessed_images_written_one_by_one(tmp_path, calib_dir):
+    """The .npy the formats' children load is exactly the stacked preprocessed images, written
+    without holding them all (490 MB at 640 for 100 images); a bad image leaves no file behind."""
+    import types
+
+    import numpy as np
+
+    from edgepack.pipeline import write_calibration_file
+    from edgepack.preprocess import load_image, preprocess, sample_images
+    from edgepack.spec import load_spec
+
+    model = types.SimpleNamespace(input_shape=(1, 3, 96, 128), image_size=(96, 128))
+    spec = load_spec(overrides={"calib": str(calib_dir), "calib_count": 7})
+    path = tmp_path / "calibration.npy"
+    assert write_calibration_file(spec, model, path) == 7
+    expected = np.stack([preprocess(load_image(p), spec.model, model.input_shape)[0]
+                         for p in sample_images(calib_dir, 7, seed=spec.calibration.seed)]).astype(np.float32)
+    loaded = np.load(path)
+    assert loaded.dtype == np.float32 and loaded.shape == (7, 1, 3, 96, 128)
+    assert np.array_equal(loaded, expected)
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for p in sorted(calib_dir.iterdir())[:3]:
+        (bad / p.name).write_bytes(p.read_bytes())
+    (bad / "zz-broken.png").write_bytes(b"not a png")
+    spec = load_spec(overrides={"calib": str(bad), "calib_count": 10})
+    with pytest.raises(Exception, match="zz-broken.png"):
+        write_calibration_file(spec, model, tmp_path / "other.npy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad", "calibration.npy"]

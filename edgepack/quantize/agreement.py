@@ -26,6 +26,7 @@ BOX_COSINE_FLOOR = 0.98
 MIN_OBJECT_IMAGES = 4  # fewer images with objects than this: box F1 is not used, scores still are
 CHECK_IMAGES = 16
 SCAN_IMAGES = 64  # calibration images the reference runs on to find ones with objects
+SCAN_BLOCK = 8
 
 
 def output_parts(head: str, output: np.ndarray, num_classes: int | None = None) -> dict[str, np.ndarray]:
@@ -144,8 +145,10 @@ def check_outputs(task: Any, reference: list[np.ndarray], candidate: list[np.nda
 
 def check_images(job: ConversionJob) -> tuple[np.ndarray, list[np.ndarray]]:
     """Calibration images for the int8 check and the ONNX reference's outputs on them: for a
-    detector, up to CHECK_IMAGES images where the reference finds objects (the first images when
-    too few have any, so the score channels are still compared). Computed once per build."""
+    detector, the first CHECK_IMAGES of the first SCAN_IMAGES images where the reference finds
+    objects (the first images when too few have any, so the score channels are still compared).
+    Scanned a block at a time, keeping only what the check uses (at 640, 64 images and their
+    outputs held at once were 500 MB). Computed once per build."""
     key = ("int8_check", id(job.calibration))
     if key in job.model.cache:
         return job.model.cache[key]
@@ -153,18 +156,27 @@ def check_images(job: ConversionJob) -> tuple[np.ndarray, list[np.ndarray]]:
     from edgepack.validate.validator import TaskSpec, task_outputs
 
     task = TaskSpec.for_job(job)
-    calibration = job.calibration()
+    reference_runner = OnnxRuntimeRunner(job.model.onnx_path)
     if task.task != "detect" or task.head not in ("yolov8", "yolov5"):
-        picked = calibration[:CHECK_IMAGES]
-        result = (picked, run_all(OnnxRuntimeRunner(job.model.onnx_path), picked))
+        picked = np.array(job.calibration()[:CHECK_IMAGES])
+        result = (picked, run_all(reference_runner, picked))
     else:
-        scan = calibration[:SCAN_IMAGES]
-        reference = run_all(OnnxRuntimeRunner(job.model.onnx_path), scan)
-        dets = task_outputs(task, reference)
-        with_objects = [i for i, d in enumerate(dets) if len(d)][:CHECK_IMAGES]
-        if len(with_objects) < MIN_OBJECT_IMAGES:
-            with_objects = list(range(min(len(scan), CHECK_IMAGES)))
-        result = (scan[with_objects], [r[with_objects] for r in reference])
+        first: list[tuple[np.ndarray, list[np.ndarray]]] = []  # (image, its outputs) in scan order
+        with_objects: list[tuple[np.ndarray, list[np.ndarray]]] = []
+        scan = min(len(job.calibration()), SCAN_IMAGES)
+        for start in range(0, scan, SCAN_BLOCK):
+            block = np.array(job.calibration()[start:min(start + SCAN_BLOCK, scan)])  # a copy: the mapping goes at once
+            outputs = run_all(reference_runner, block)
+            for i, dets in enumerate(task_outputs(task, outputs)):
+                pair = (block[i], [o[i] for o in outputs])
+                if len(first) < CHECK_IMAGES:
+                    first.append(pair)
+                if len(dets) and len(with_objects) < CHECK_IMAGES:
+                    with_objects.append(pair)
+            if len(with_objects) == CHECK_IMAGES:
+                break
+        chosen = with_objects if len(with_objects) >= MIN_OBJECT_IMAGES else first
+        result = (np.stack([x for x, _ in chosen]), [np.stack([outs[k] for _, outs in chosen]) for k in range(len(chosen[0][1]))])
     job.model.cache[key] = result
     return result
 

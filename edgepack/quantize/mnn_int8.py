@@ -250,10 +250,12 @@ def _quantize(job, fp32_model: Path, folder: str, skip: list[str], runtime: list
               doc: dict[str, Any], use_kl: bool) -> tuple[Path, dict[str, Any]]:
     spec = job.spec
     tensors = job.calibration()
+    count = len(tensors)
     _, channels, height, width = job.model.input_shape
     images = job.workdir / "calibration"
     if not images.exists():
         write_calibration_images(tensors, spec.model.mean, spec.model.std, images)
+    del tensors  # its mapped pages leave this process while MNN's quantizer runs in its own
     config: dict[str, Any] = {
         "format": "GRAY" if channels == 1 else "RGB",  # PNGs are stored in the tensor's channel order
         "mean": list(spec.model.mean[:channels]),
@@ -261,7 +263,7 @@ def _quantize(job, fp32_model: Path, folder: str, skip: list[str], runtime: list
         "width": width,
         "height": height,
         "path": str(images) + "/",
-        "used_image_num": int(len(tensors)),
+        "used_image_num": count,
         **BASE_CONFIG,
         **(KL_CONFIG if use_kl else EMA_CONFIG),
     }
@@ -287,7 +289,7 @@ def _quantize(job, fp32_model: Path, folder: str, skip: list[str], runtime: list
             "keep MNN at int8-weight for this model, or report it",
         )
     record: dict[str, Any] = {"method": config["feature_quantize_method"], "weights": config["weight_quantize_method"],
-                              "images": int(len(tensors))}
+                              "images": count}
     if not use_kl:
         record["winograd_opt"] = False
     else:

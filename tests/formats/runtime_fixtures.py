@@ -90,7 +90,9 @@ def manifest_json(out: Path) -> dict:
 def calibration_inputs(out: Path) -> np.ndarray:
     """The calibration tensors of a conversion, rebuilt from its manifest's spec the way the
     pipeline builds them (same seeded sample, same preprocessing)."""
-    from edgepack.pipeline import calibration_inputs as pipeline_calibration
+    import tempfile
+
+    from edgepack.pipeline import write_calibration_file
     from edgepack.spec import BuildSpec
 
     manifest = load_manifest(out)
@@ -104,7 +106,9 @@ def calibration_inputs(out: Path) -> np.ndarray:
         input_shape = tuple(pre["input_shape"])
         image_size = tuple(pre["input_shape"][2:])
 
-    return pipeline_calibration(spec, Shape())
+    with tempfile.TemporaryDirectory() as tmp:
+        write_calibration_file(spec, Shape(), Path(tmp) / "calibration.npy")
+        return np.load(Path(tmp) / "calibration.npy")
 
 
 CALIBRATION_IMAGES: dict[Path, str] = {}  # output folder -> the --calib folder it was converted with

@@ -145,7 +145,7 @@ def test_runner_quantizes_int8_input(dtype, tmp_path):
     fp32 = tmp_path / "fp32.tflite"
     litert_torch.convert(litert_torch.to_channel_last_io(module, args=[0]), (torch.rand(1, 8, 8, 3),)).export(str(fp32))
     calib = np.random.default_rng(0).random((16, 1, 8, 8, 3), dtype=np.float32)
-    out = tflite_quant.full_int8(fp32, tmp_path / "int8.tflite", calib, "int8", "int8", [])
+    out = tflite_quant.full_int8(fp32, tmp_path / "int8.tflite", lambda: calib, "int8", "int8", [])
     io = io_quantization(out)
     assert io["inputs"][0]["dtype"] == dtype and io["outputs"][0]["dtype"] == dtype
     x = np.random.default_rng(1).random((1, 3, 8, 8), dtype=np.float32)

@@ -307,7 +307,7 @@ def test_int8_io_is_described(tiny, tmp_path, flatc_json):
     from edgepack.quantize import tflite_quant
 
     calibration = np.random.default_rng(0).random((8, 1, 16, 16, 3), dtype=np.float32)
-    int8 = tflite_quant.full_int8(tiny["probabilities"], tmp_path / "int8.tflite", calibration, "int8", "int8", [])
+    int8 = tflite_quant.full_int8(tiny["probabilities"], tmp_path / "int8.tflite", lambda: calibration, "int8", "int8", [])
     out = tmp_path / "int8-meta.tflite"
     tm.write_metadata(int8, out, _facts(), LABELS)
     graph = flatc_json(litert_metadata_buffer(out))["subgraph_metadata"][0]

@@ -95,3 +95,34 @@ def test_fallback_is_kept_only_when_it_does_better():
     passing = Int8Check(True, {"top1_agreement": 0.91})
     assert at_least_as_good(plain, worse) and not at_least_as_good(worse, plain)
     assert at_least_as_good(passing, plain) and not at_least_as_good(plain, passing)
+
+
+@pytest.mark.parametrize("with_objects", [True, False])
+def test_check_images_are_the_first_images_with_objects(tmp_path, with_objects, monkeypatch):
+    """The block-wise scan picks exactly what scanning all SCAN_IMAGES at once picks: the first
+    CHECK_IMAGES images where the reference finds objects, else the first images (empty scenes)."""
+    from edgepack.formats.base import ConversionJob
+    from edgepack.preprocess import generated_images, preprocess
+    from edgepack.quantize import agreement
+    from edgepack.sources.base import load_source
+    from edgepack.spec import load_spec
+    from edgepack.validate.reference import OnnxRuntimeRunner, run_all
+    from edgepack.validate.validator import task_outputs
+
+    spec = load_spec(overrides={"task": "detect"})
+    model = load_source(spec.model, tmp_path)
+    shape = tuple(model.input_shape)
+    images = generated_images(40, 5, model.image_size) if with_objects else [np.full((*model.image_size, 3), 114, np.uint8)] * 20
+    x = np.stack([preprocess(image, spec.model, shape)[0] for image in images]).astype(np.float32)
+    np.save(tmp_path / "calibration.npy", x)
+    monkeypatch.setattr(agreement, "SCAN_IMAGES", 30)  # a scan that ends inside a block
+    job = ConversionJob(model, "int8", tmp_path, spec, None, "m", lambda: np.load(tmp_path / "calibration.npy", mmap_mode="c"))
+    picked, reference = agreement.check_images(job)
+
+    task = TaskSpec.for_job(job)
+    full = run_all(OnnxRuntimeRunner(model.onnx_path), x[:30])
+    found = [i for i, d in enumerate(task_outputs(task, full)) if len(d)][: agreement.CHECK_IMAGES]
+    expected = found if len(found) >= agreement.MIN_OBJECT_IMAGES else list(range(agreement.CHECK_IMAGES))
+    assert (len(found) >= agreement.MIN_OBJECT_IMAGES) == with_objects
+    assert np.array_equal(picked, x[expected])
+    assert all(np.array_equal(r, f[expected]) for r, f in zip(reference, full))

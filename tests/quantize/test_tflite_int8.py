@@ -56,7 +56,7 @@ def run(path, x):
 
 def test_naive_int8_output_ruins_scores_and_is_caught(detector):
     folder, x, reference = detector
-    naive = tflite_quant.full_int8(folder / "fp32.tflite", folder / "naive.tflite", x[:16].transpose(0, 1, 3, 4, 2), "int8", "int8", [])
+    naive = tflite_quant.full_int8(folder / "fp32.tflite", folder / "naive.tflite", lambda: x[:16].transpose(0, 1, 3, 4, 2), "int8", "int8", [])
     outputs = run(naive, x[16:])
     scores = output_parts("yolov8", outputs, 3)["scores"]
     assert len(np.unique(scores)) <= 3  # one scale for boxes up to 128 px leaves scores a step of ~1
@@ -68,7 +68,7 @@ def test_detector_rule_keeps_tail_and_output_float(detector):
     folder, x, reference = detector
     regions = tflite_quant.graph_regions(folder / "fp32.tflite")
     assert len(regions["heads"]) == 6 and regions["tail"]  # 3 box + 3 class heads, then the decode
-    out = tflite_quant.full_int8(folder / "fp32.tflite", folder / "rule.tflite", x[:16].transpose(0, 1, 3, 4, 2), "int8", "float",
+    out = tflite_quant.full_int8(folder / "fp32.tflite", folder / "rule.tflite", lambda: x[:16].transpose(0, 1, 3, 4, 2), "int8", "float",
                                  regions["tail"])
     io = tflite_quant.io_quantization(out)
     assert io["inputs"][0]["dtype"] == "int8" and io["outputs"][0]["dtype"] == "float32"
