@@ -166,14 +166,21 @@ def write_calibration_file(spec: BuildSpec, model: CanonicalModel, path: Path) -
         generated = generated_images(min(c.count, 64), CALIBRATION_SEED + c.seed, model.image_size)
         images, count = iter(generated), len(generated)
     partial = path.with_name(path.name + ".partial")
+    written, shape = 0, None
     try:
         with open(partial, "wb") as f:
             for i, image in enumerate(images):
                 tensor = np.ascontiguousarray(preprocess(image, spec.model, model.input_shape)[0], np.float32)
                 if i == 0:
-                    header = {"descr": np.lib.format.dtype_to_descr(tensor.dtype), "fortran_order": False, "shape": (count, *tensor.shape)}
+                    shape = tensor.shape
+                    header = {"descr": np.lib.format.dtype_to_descr(tensor.dtype), "fortran_order": False, "shape": (count, *shape)}
                     np.lib.format.write_array_header_1_0(f, header)
+                if tensor.shape != shape:
+                    raise ConversionError(f"calibration image {i} preprocessed to {tensor.shape}, expected {shape}")
                 f.write(tensor.tobytes())
+                written = i + 1
+        if written != count:
+            raise ConversionError(f"{written} of {count} calibration images were written")
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)

@@ -168,7 +168,7 @@ def check_images(job: ConversionJob) -> tuple[np.ndarray, list[np.ndarray]]:
             block = np.array(job.calibration()[start:min(start + SCAN_BLOCK, scan)])  # a copy: the mapping goes at once
             outputs = run_all(reference_runner, block)
             for i, dets in enumerate(task_outputs(task, outputs)):
-                pair = (block[i], [o[i] for o in outputs])
+                pair = (block[i].copy(), [o[i].copy() for o in outputs])  # copies: a view would keep its whole block alive
                 if len(first) < CHECK_IMAGES:
                     first.append(pair)
                 if len(dets) and len(with_objects) < CHECK_IMAGES:

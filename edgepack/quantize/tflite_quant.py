@@ -179,7 +179,7 @@ def full_int8(fp32_model: Path, out: Path, calibration_nhwc: Callable[[], np.nda
     input_name = signatures[key]["inputs"][0]
     # views, not copies (the interpreter's SetTensor makes each contiguous as it is fed): at 640,
     # 100 contiguous copies are 490 MB more, and the quantizer even lists the dataset to count it
-    samples = [{input_name: x} for x in calibration_nhwc()]
+    samples = [{input_name: x.astype(np.float32, copy=False)} for x in calibration_nhwc()]
     try:
         with captured_native_output("ai-edge-quantizer calibration", (1, 2)):
             # the min/max tracked inside the interpreter (its C++ profiler mode), not every tensor
