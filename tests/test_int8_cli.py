@@ -53,6 +53,10 @@ def test_int8_artifacts_run_and_report_task_agreement(int8_out):
             assert check["passed"] is True
     assert arts["ncnn-int8"]["ncnn"]["calibration"]["method"] == "minmax"  # the default
     assert arts["mnn-int8"]["mnn"]["calibration"]["method"] in ("EMA", "KL")
+    # each calibrating format records how long its calibration took (the benchmark's column)
+    for artifact in ("ncnn-int8", "mnn-int8", "tflite-int8"):
+        facts = arts[artifact][artifact.split("-")[0]]["calibration"]
+        assert facts["images"] == 32 and 0 < facts["seconds"] < arts[artifact]["conversion_seconds"], (artifact, facts)
     assert "held back from calibration" in m["validation"]["origin"]
     assert "only 32 calibration images" in result.stderr  # fewer than 100 warns
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -275,10 +276,12 @@ def _quantize(job, fp32_model: Path, folder: str, skip: list[str], runtime: list
     config_path.write_text(json.dumps(config, indent=2))
     out = job.workdir / folder / "model.mnn"
     out.parent.mkdir()
+    started = time.perf_counter()
     output = run_python(
         "mnn int8", QUANT_SNIPPET, ["mnnquant", str(fp32_model), str(out), str(config_path)],
         cwd=job.workdir, log_file=job.workdir / f"{folder}.mnnquant.log",
     )
+    tool_seconds = round(time.perf_counter() - started, 2)
     if "Quantize model done" not in output or not out.is_file():
         tail = " | ".join(output.strip().splitlines()[-2:])
         raise ConversionError(f"mnn int8: quantization failed: {tail} (log: {job.workdir / f'{folder}.mnnquant.log'})")
@@ -288,8 +291,11 @@ def _quantize(job, fp32_model: Path, folder: str, skip: list[str], runtime: list
             f"mnn int8: output {', '.join(int8)} carries int8 quantization (one scale over boxes and scores loses the scores)",
             "keep MNN at int8-weight for this model, or report it",
         )
+    # seconds: MNN's tool calibrates and writes the model in one run (the model rewrite is ~1 s of
+    # it); its EMA path runs on one thread, in training mode with fake-quant ops, ~4x the plain
+    # fp32 forward per image (calibration.cpp hard-codes the thread count)
     record: dict[str, Any] = {"method": config["feature_quantize_method"], "weights": config["weight_quantize_method"],
-                              "images": count}
+                              "images": count, "seconds": tool_seconds}
     if not use_kl:
         record["winograd_opt"] = False
     else:

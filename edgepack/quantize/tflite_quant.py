@@ -6,6 +6,7 @@ zero point go into the manifest because apps must (de)quantize with them."""
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -126,7 +127,7 @@ def quantize_job(job, fp32_model: Path, out: Path, open_runner) -> dict[str, Any
         float_tensors += [n for n in regions["heads"] + regions["tail"] if n not in float_tensors]
         output_type = "float"
         why = "detector: box coordinates and class scores must not share one int8 scale, so the head convs, the decode tail and the output stay float"
-    full_int8(fp32_model, out, nhwc, input_type, output_type, float_tensors)
+    full_int8(fp32_model, out, nhwc, input_type, output_type, float_tensors, timing=details["calibration"])
     check = check_runner(job, open_runner(out))
     if spec.calibration.auto_mixed and not check.passed:
         from edgepack.quantize.agreement import at_least_as_good
@@ -153,10 +154,11 @@ def quantize_job(job, fp32_model: Path, out: Path, open_runner) -> dict[str, Any
 
 
 def full_int8(fp32_model: Path, out: Path, calibration_nhwc: Callable[[], np.ndarray], input_type: str, output_type: str,
-              float_tensors: list[str]) -> Path:
+              float_tensors: list[str], timing: dict[str, Any] | None = None) -> Path:
     """Static int8 weights and activations; `float_tensors` (op output names) stay float;
     input/output tensors are int8 or float as asked. `calibration_nhwc()` gives the images (N x 1
-    x H x W x C), held only while the calibration runs."""
+    x H x W x C), held only while the calibration runs. `timing`, when given, gets the
+    calibration's wall time as "seconds"."""
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import qtyping as Q
     from ai_edge_quantizer import recipe
@@ -180,6 +182,7 @@ def full_int8(fp32_model: Path, out: Path, calibration_nhwc: Callable[[], np.nda
     # views, not copies (the interpreter's SetTensor makes each contiguous as it is fed): at 640,
     # 100 contiguous copies are 490 MB more, and the quantizer even lists the dataset to count it
     samples = [{input_name: x.astype(np.float32, copy=False)} for x in calibration_nhwc()]
+    started = time.perf_counter()
     try:
         with captured_native_output("ai-edge-quantizer calibration", (1, 2)):
             # the min/max tracked inside the interpreter (its C++ profiler mode), not every tensor
@@ -189,6 +192,8 @@ def full_int8(fp32_model: Path, out: Path, calibration_nhwc: Callable[[], np.nda
     except ValueError as e:
         raise ConversionError(f"tflite int8: calibration failed: {str(e).splitlines()[0]}") from e
     del samples  # the calibration images leave the process before the export and the int8 check
+    if timing is not None:
+        timing["seconds"] = round(time.perf_counter() - started, 2)
     return _export(q, result, out)
 
 
