@@ -292,7 +292,7 @@ def _quantize(job, fp32_model: Path, folder: str, skip: list[str], runtime: list
             "keep MNN at int8-weight for this model, or report it",
         )
     # seconds: MNN's tool calibrates and writes the model in one run (the model rewrite is ~1 s of
-    # it); its EMA path runs on one thread, in training mode with fake-quant ops, ~4x the plain
+    # it); its EMA path runs on one thread, in training mode with fake-quant ops, ~5x the plain
     # fp32 forward per image (calibration.cpp hard-codes the thread count)
     record: dict[str, Any] = {"method": config["feature_quantize_method"], "weights": config["weight_quantize_method"],
                               "images": count, "seconds": tool_seconds}
