@@ -66,6 +66,20 @@ def test_ir_numbers_recomputed_with_openvino(ov_out):
     assert_status_matches_numbers(int8)
 
 
+def test_every_precision_is_validated_in_f32_whatever_the_host(ov_out):
+    """The CPU plugin's default compute is bf16 on AVX512-BF16/AMX hosts (this EPYC among them):
+    validation pins f32 for fp16 too, or the same IR passes on one machine and fails on another."""
+    import openvino as ov
+
+    from edgepack.formats import FORMATS
+    from edgepack.manifest import artifact_files
+
+    out, arts, _ = ov_out
+    for entry in arts.values():
+        runner = FORMATS.get("openvino")().open_runner(artifact_files(out, entry), entry, 1)
+        assert runner.compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32, entry["id"]
+
+
 def test_weights_really_change_type(ov_out):
     from edgepack.formats.openvino import describe_ir
 
