@@ -10,8 +10,9 @@
 Every precision is validated with INFERENCE_PRECISION_HINT f32: the CPU plugin would otherwise run
 bf16 on CPUs with AMX/AVX512-BF16 (for an fp32 IR as much as an fp16 one), and the same artifact
 would pass on one machine and not on another (NudeNet's fp16 scores: cosine 0.99879 in the
-plugin's bf16 default on an AVX512-BF16 EPYC, below the fp16 floor of 0.999; ok in f32). The compute precision is the deployment's
-choice; what is validated is the IR: its graph and its stored weights.
+plugin's bf16 default on an AVX512-BF16 EPYC, below the fp16 floor of 0.999; ok in f32). The
+compute precision is the deployment's choice; what is validated is the IR: its graph and its
+stored weights.
 
 Telemetry: OpenVINO's model converter (ovc) and NNCF send usage statistics through the
 `openvino_telemetry` package unless the user opted out. edgepack never lets them load it: both fall
