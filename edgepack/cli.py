@@ -239,14 +239,6 @@ def init(output, force) -> None:
     console.info(f"wrote {path}: edit it, then run `edgepack convert -c {path}`")
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (CI cancellation, `timeout`, `docker stop`): cleaned up like Ctrl-C."""
-
-
-def _on_sigterm(signum, frame) -> None:
-    raise Terminated()
-
-
 def _quiet_converter_logs() -> None:
     """TensorFlow/absl INFO lines would drown the progress; -vv still shows converter output in the log."""
     import os
@@ -257,12 +249,12 @@ def _quiet_converter_logs() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import signal
+    from edgepack.stopping import Terminated, stop_signals_raise
 
     _quiet_converter_logs()
-    previous_handler = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        cli.main(args=argv, prog_name="edgepack", standalone_mode=False)
+        with stop_signals_raise():
+            cli.main(args=argv, prog_name="edgepack", standalone_mode=False)
         return 0
     except EdgepackError as e:
         if "--debug" in (argv if argv is not None else sys.argv):
@@ -291,8 +283,6 @@ def main(argv: list[str] | None = None) -> int:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         console.console.print(f"error: {type(e).__name__}: {first} (run with --debug for the traceback)", markup=False, soft_wrap=True)
         return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
 
 
 def entry_point() -> None:

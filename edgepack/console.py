@@ -14,6 +14,8 @@ from rich.text import Text
 
 import sys
 
+from edgepack.stopping import checkpoint
+
 # rich falls back to 80 columns when not on a terminal, which wraps the summary table in CI logs
 console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 140)
 stdout = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
@@ -73,6 +75,7 @@ def step(action: str, subject: str) -> Iterator[dict]:
 
     The caller may put a short note (size, metric) into the yielded dict under "note".
     """
+    checkpoint()
     info: dict = {}
     start = time.perf_counter()
     counter = f"  [{_Run.child_prefix}] " if _Run.child_prefix else _counter()
@@ -82,6 +85,7 @@ def step(action: str, subject: str) -> Iterator[dict]:
         else:
             with console.status(f"{counter}{action} [bold]{subject}[/bold] ... (started at {_elapsed()})"):
                 yield info
+        checkpoint()  # a Ctrl-C or SIGTERM that native code swallowed during the step
     except BaseException:
         _Run.done += 1
         console.print(Text.assemble(("✗ ", "red"), f"{counter}{f'{action} {subject}':<34} failed after {time.perf_counter() - start:.1f} s"))

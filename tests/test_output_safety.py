@@ -81,16 +81,66 @@ def test_rebuild_keeps_user_files_and_replaces_only_its_own(tmp_path, onnx_detec
     assert "android/MainActivity.kt" not in manifest["owned_files"]
 
 
-def test_sigterm_mid_run_cleans_up_like_ctrl_c(tmp_path, onnx_detector):
+@pytest.mark.parametrize("stop, exit_code, said", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "aborted")])
+def test_sigterm_or_ctrl_c_mid_run_cleans_up(tmp_path, onnx_detector, stop, exit_code, said):
     out = tmp_path / "out"
     proc = cli_process("convert", str(onnx_detector), *FAST, "-o", str(out))
     wait_for_staging(out, proc)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(stop)
     _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 143, stderr
-    assert "terminated" in stderr and "Traceback" not in stderr
+    assert proc.returncode == exit_code, stderr
+    assert said in stderr and "Traceback" not in stderr
     assert not out.exists(), "a first run that was stopped leaves no folder behind"
     assert not work_folders(proc.pid)
+
+
+# SIGTERM sent from Python code that native code is running, where an exception cannot simply propagate.
+# "import": onnx's nanobind module initialisation creates enums through Enum.__init__; an exception there
+# makes nanobind call std::terminate (CI hit this window by chance: exit -6, staging folder left behind).
+# "callback": onnxsim's C++ constant folding runs sub-models through a Python callback and swallows its errors.
+SIGTERM_INSIDE_NATIVE_CODE = """
+import enum, os, signal, sys
+where = sys.argv.pop(1)
+
+def send_sigterm():
+    print(f"SIGTERM sent inside a native {where}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    sum(range(1000))  # Python runs the handler at the next instructions, here
+
+if where == "import":
+    original_init = enum.Enum.__init__
+
+    def init_called_by_an_extension(self, *args, **kwargs):
+        if sys._getframe(1).f_code.co_filename.startswith("<frozen importlib"):
+            enum.Enum.__init__ = original_init
+            send_sigterm()
+
+    enum.Enum.__init__ = init_called_by_an_extension
+else:
+    from onnxsim import onnx_simplifier
+    original_run = onnx_simplifier.PyModelExecutor.Run
+
+    def run_called_by_onnxsim(self, *args):
+        onnx_simplifier.PyModelExecutor.Run = original_run
+        send_sigterm()
+        return original_run(self, *args)
+
+    onnx_simplifier.PyModelExecutor.Run = run_called_by_onnxsim
+sys.argv[0] = "edgepack"
+from edgepack.cli import entry_point
+entry_point()
+"""
+
+
+@pytest.mark.parametrize("where", ["import", "callback"])
+def test_sigterm_inside_native_code_still_stops_and_cleans_up(tmp_path, onnx_detector, where):
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-c", SIGTERM_INSIDE_NATIVE_CODE, where, "convert", str(onnx_detector),
+                             *FAST, "-o", str(out)], capture_output=True, text=True, timeout=300)
+    assert f"SIGTERM sent inside a native {where}" in result.stderr, result.stderr
+    assert result.returncode == 143, result.stderr  # was -6 (SIGABRT) for "import", 0 (a finished run) for "callback"
+    assert "terminated" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists()
 
 
 def test_sigkill_leftovers_are_cleaned_by_the_next_run(tmp_path, onnx_detector):
