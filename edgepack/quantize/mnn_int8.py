@@ -149,9 +149,18 @@ def model_json(model_path: Path, workdir: Path) -> dict[str, Any]:
                cwd=workdir, log_file=workdir / f"{model_path.stem}.dump.log")
     if not out.is_file():
         raise ConversionError(f"mnn: could not dump {model_path.name} to JSON (log: {workdir / f'{model_path.stem}.dump.log'})")
-    doc = json.loads(out.read_text())
+    doc = json.loads(NON_FINITE.sub(_json_word, out.read_text()))
     out.unlink()  # large (weights as text); only the structure was needed
     return doc
+
+
+# MNN's dump prints non-finite floats bare (`nan`, `-nan`, `inf`: KL gave an all-zero channel of
+# PaddleOCR's recogniser a nan weight scale), which JSON has no word for; names are quoted.
+NON_FINITE = re.compile(r"(?<=[\[,:\s])(-?)(nan|inf)(?=[\s,\]}])")
+
+
+def _json_word(match: re.Match) -> str:
+    return "NaN" if match.group(2) == "nan" else f"{match.group(1)}Infinity"
 
 
 def graph_outputs(doc: dict[str, Any]) -> dict[int, str]:
@@ -241,9 +250,11 @@ def quantize(job, fp32_model: Path) -> tuple[Path, dict[str, Any]]:
     from edgepack import console
 
     calib = job.spec.calibration
-    doc = model_json(fp32_model, job.workdir)
-    # the run-time op names serve KL's skip list and the check of --int8-skip names only
-    runtime = runtime_names(fp32_model, job.workdir) if calib.method == "kl" or calib.int8_skip else []
+    # the JSON dump of the fp32 model (3 s at 640) and its run-time op names serve KL's skip list
+    # and the check of --int8-skip names: EMA alone needs neither
+    needs_names = calib.method == "kl" or bool(calib.int8_skip)
+    doc = model_json(fp32_model, job.workdir) if needs_names else {}
+    runtime = runtime_names(fp32_model, job.workdir) if needs_names else []
     known = {op["name"] for op in doc.get("oplists", [])} | {name for _, name in runtime}
     skip = [n for n in calib.int8_skip if n in known]
     unknown = [n for n in calib.int8_skip if n not in known]
@@ -263,8 +274,9 @@ def quantize(job, fp32_model: Path) -> tuple[Path, dict[str, Any]]:
         from edgepack.quantize.agreement import at_least_as_good
 
         before, first = result, (out, details, float_ops)
+        doc = doc or model_json(fp32_model, job.workdir)
         runtime = runtime or runtime_names(fp32_model, job.workdir)
-        known |= {name for _, name in runtime}
+        known |= {op["name"] for op in doc.get("oplists", [])} | {name for _, name in runtime}
         kl_floor = [n for n in regions["heads"] + regions["tail"] if n in known]
         float_ops = list(dict.fromkeys(skip + [n for n in regions["stem"] + kl_floor]))
         out, details = _quantize(job, fp32_model, "int8-mixed", float_ops, runtime, doc, True)
@@ -320,7 +332,7 @@ def _tensors_file(tensors: np.ndarray, workdir: Path) -> Path:
 def _quantize(job, fp32_model: Path, folder: str, skip: list[str], runtime: list[tuple[str, str]],
               doc: dict[str, Any], use_kl: bool) -> tuple[Path, dict[str, Any]]:
     if not use_kl:
-        return _quantize_ema(job, fp32_model, folder, doc)
+        return _quantize_ema(job, fp32_model, folder)
     spec = job.spec
     tensors = job.calibration()
     count = len(tensors)
@@ -363,14 +375,14 @@ def _quantize(job, fp32_model: Path, folder: str, skip: list[str], runtime: list
     return out, {"calibration": record}
 
 
-def _quantize_ema(job, fp32_model: Path, folder: str, doc: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+def _quantize_ema(job, fp32_model: Path, folder: str) -> tuple[Path, dict[str, Any]]:
     tensors = job.calibration()
     count, tensors_file = len(tensors), _tensors_file(tensors, job.workdir)
     del tensors  # its mapped pages leave this process while MNN runs in its own
     out = job.workdir / folder / "model.mnn"
     out.parent.mkdir()
-    outputs = list(graph_outputs(doc).values())
-    result = quantize_ema(fp32_model, out, tensors_file, job.model.input_name, outputs, job.workdir,
+    # MNN's converter names the model's inputs and outputs as the ONNX graph does
+    result = quantize_ema(fp32_model, out, tensors_file, job.model.input_name, list(job.model.output_names), job.workdir,
                           job.workdir / f"{folder}.ema.log")
     _refuse_int8_outputs(out, job.workdir)
     # seconds: the calibration forwards (training mode with fake-quant ops: ~4x the plain fp32 forward)

@@ -222,3 +222,13 @@ def test_kl_skip_list_uses_run_time_names(builtin_detector):
     runner.close()
     check = check_outputs(TaskSpec("detect", "yolov8", 0.25, 0.45, 5), reference, outputs)
     assert check.metrics["box_f1_iou50"] >= 0.9 and check.metrics["score_cosine"] > 0.95, check.reasons
+
+
+def test_dump_with_non_finite_numbers_is_read():
+    """MNN's JSON dump prints a nan weight scale bare (KL on PaddleOCR's recogniser): read, not a
+    JSONDecodeError that failed the artifact; quoted names that spell inf/nan stay names."""
+    text = '{"tensorName": ["inf", "nan"], "scale": [0.1, nan, -nan, inf, -inf], "b": nan}'
+    doc = json.loads(mnn_int8.NON_FINITE.sub(mnn_int8._json_word, text))
+    assert doc["tensorName"] == ["inf", "nan"] and doc["scale"][0] == 0.1
+    assert np.isnan(doc["scale"][1]) and np.isnan(doc["scale"][2]) and np.isnan(doc["b"])
+    assert doc["scale"][3:] == [float("inf"), float("-inf")]

@@ -250,10 +250,12 @@ FORMATS = ("ncnn", "mnn", "tflite", "coreml")
 OTHER_RUNTIMES = ("openvino", "onnx", "executorch", "tensorrt")  # issue 18: fp32 and fp16 where offered
 
 
-def convert(model: RealModel, workdir: Path, formats: tuple[str, ...] = FORMATS, precisions: str = "fp32") -> tuple[subprocess.CompletedProcess, Path]:
+def convert(model: RealModel, workdir: Path, formats: tuple[str, ...] = FORMATS, precisions: str = "fp32",
+            extra: tuple[str, ...] = ()) -> tuple[subprocess.CompletedProcess, Path]:
     """`edgepack convert` on a real model as a user types it: the documented flags only."""
     source, env = source_argument(model, workdir)
-    args = [source, *model.flags, "--formats", ",".join(formats), "--precisions", precisions, "--no-latency", "-o", str(workdir / "out")]
+    args = [source, *model.flags, "--formats", ",".join(formats), "--precisions", precisions, "--no-latency",
+            "-o", str(workdir / "out"), *extra]
     if model.labels:
         labels = workdir / "labels.txt"
         labels.write_text("".join(f"{name}\n" for name in model.labels), encoding="utf-8")

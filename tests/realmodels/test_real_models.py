@@ -114,6 +114,23 @@ def test_tflite_conversion_gives_the_same_bytes_every_time(tmp_path):
     assert digests[0] == digests[1]
 
 
+def test_mnn_int8_of_paddleocr_recogniser_is_built(tmp_path):
+    """On PP-OCRv4 rec the KL fallback gives a channel a nan weight scale, which MNN's JSON dump
+    prints bare: the artifact used to fail with a JSONDecodeError. Now the dump is read, the
+    fallback is measured like any other model and the better one is kept."""
+    import json
+
+    from edgepack.datasets.shapes import write_detection_set
+
+    calib = write_detection_set(tmp_path / "calib", 24, seed=7, size=(96, 640)) / "images"
+    result, out = catalog.convert(catalog.BY_KEY["rapidocr-rec"], tmp_path, formats=("mnn",), precisions="int8",
+                                  extra=("--calib", str(calib), "--calib-count", "24"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    [entry] = json.loads((out / "manifest.json").read_text())["artifacts"]
+    assert entry["status"] in ("ok", "degraded") and entry["mnn"]["calibration"]["method"] in ("EMA", "KL")
+    assert "fallback" in entry["mnn"]["mixed_precision"] or entry["mnn"]["calibration"]["method"] == "KL"
+
+
 OTHER_OK = {"openvino-fp32": "ok", "openvino-fp16": "ok", "onnx-fp32": "ok", "onnx-fp16": "ok", "executorch-fp32": "ok", "tensorrt-fp16": "ok"}
 # issue 18's runtimes, as measured (same conventions as EXPECTED; TensorRT: the simulation's status)
 ET_STRIDES = ("failed: conversion failed: executorch: could not export the model: 0 in strides is not supported for ExecuTorch. "
