@@ -20,7 +20,7 @@ import subprocess
 import sys
 import textwrap
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgepack.tools import sha256_file
