@@ -27,7 +27,9 @@ class Terminated(KeyboardInterrupt):
 
 
 _pending: int | None = None  # the signal that asked this run to stop, until the run is over
+_raised = False  # the stop is on its way out: cleanup must not be interrupted by another one
 _installed = False
+_resend_lock = threading.Lock()  # a re-sent signal never reaches the handlers restored after the run
 
 
 def _stop_exception(signum: int) -> KeyboardInterrupt:
@@ -43,37 +45,54 @@ def _importing(frame) -> bool:
 
 
 def _send_again(signum: int) -> None:
-    if _installed and _pending is not None:
-        os.kill(os.getpid(), signum)
+    with _resend_lock:
+        if _installed and _pending is not None and not _raised:
+            os.kill(os.getpid(), signum)
+
+
+def _raise(signum: int) -> None:
+    global _raised
+    _raised = True
+    raise _stop_exception(signum)
 
 
 def _on_stop_signal(signum: int, frame) -> None:
     global _pending
+    if _raised:  # a second Ctrl-C, or a retry, while the first stop is cleaning up
+        return
     _pending = signum
     if _importing(frame):
         retry = threading.Timer(RETRY_SECONDS, _send_again, (signum,))
         retry.daemon = True
         retry.start()
         return
-    raise _stop_exception(signum)
+    _raise(signum)
 
 
 def checkpoint() -> None:
     """Raise the stop that a signal asked for, if native code swallowed it or an import delayed it."""
     if _pending is not None:
-        raise _stop_exception(_pending)
+        _raise(_pending)
 
 
 @contextlib.contextmanager
 def stop_signals_raise() -> Iterator[None]:
     """For the length of a command (main thread only): SIGINT and SIGTERM raise as described above."""
-    global _pending, _installed
-    _pending, _installed = None, True
+    global _pending, _raised, _installed
+    _pending, _raised, _installed = None, False, True
     previous = {sig: signal.signal(sig, _on_stop_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
+        checkpoint()  # a stop that arrived after the last progress step
+    except BaseException as e:
+        # a tool killed by the same Ctrl-C, or native code that turned the interrupt into its own
+        # error: the exit code is still the stop's
+        if _pending is not None and not isinstance(e, KeyboardInterrupt):
+            raise _stop_exception(_pending) from e
+        raise
     finally:
-        _installed = False
+        with _resend_lock:
+            _installed = False
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        _pending = None
+        _pending, _raised = None, False

@@ -81,6 +81,9 @@ class ModelNotLoadable(Exception):
 
 def _child_main(connection: Connection, run_group: Callable[..., Iterator[dict]], payload_bytes: bytes, prefix: str, parent: int) -> None:
     _die_with_parent(parent)
+    # a terminal's Ctrl-C reaches the whole process group: the parent decides and ends its children
+    # (an interrupt raised inside an import here could abort the child with SIGABRT)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     console.become_child(prefix)
     try:
         payload = pickle.loads(payload_bytes)

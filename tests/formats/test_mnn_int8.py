@@ -227,8 +227,8 @@ def test_kl_skip_list_uses_run_time_names(builtin_detector):
 def test_dump_with_non_finite_numbers_is_read():
     """MNN's JSON dump prints a nan weight scale bare (KL on PaddleOCR's recogniser): read, not a
     JSONDecodeError that failed the artifact; quoted names that spell inf/nan stay names."""
-    text = '{"tensorName": ["inf", "nan"], "scale": [0.1, nan, -nan, inf, -inf], "b": nan}'
+    text = '{"tensorName": ["inf", "nan", "a nan b", "x,inf,y", "q\\"nan\\""], "scale": [0.1, nan, -nan, inf, -inf], "b": nan, "c": 1e-5}'
     doc = json.loads(mnn_int8.NON_FINITE.sub(mnn_int8._json_word, text))
-    assert doc["tensorName"] == ["inf", "nan"] and doc["scale"][0] == 0.1
+    assert doc["tensorName"] == ["inf", "nan", "a nan b", "x,inf,y", 'q"nan"'] and doc["scale"][0] == 0.1 and doc["c"] == 1e-5
     assert np.isnan(doc["scale"][1]) and np.isnan(doc["scale"][2]) and np.isnan(doc["b"])
     assert doc["scale"][3:] == [float("inf"), float("-inf")]
