@@ -261,10 +261,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         console.console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
         return e.exit_code
-    except click.exceptions.Abort as e:  # click turns KeyboardInterrupt (and so SIGTERM) into Abort
-        terminated = isinstance(e.__cause__, Terminated) or isinstance(e.__context__, Terminated)
-        console.console.print("terminated" if terminated else "aborted")
-        return 143 if terminated else 130
+    except click.exceptions.Abort:
+        # click turns a KeyboardInterrupt into Abort; one that a signal caused leaves
+        # stop_signals_raise as the stop's own exception (below), so this is click's own abort
+        console.console.print("aborted")
+        return 130
     except click.ClickException as e:
         e.show()
         return e.exit_code

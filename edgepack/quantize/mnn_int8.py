@@ -1,6 +1,7 @@
-"""MNN full int8 (weights and activations) through the wheel's native quantization tool, with a
-generated config. The calibration images are written already letterboxed or resized exactly as
-edgepack preprocesses, so MNN's own resize is the identity and its mean/normal match the spec.
+"""MNN full int8 (weights and activations): EMA through MNN's Python Express API, KL through the
+wheel's native quantization tool with a generated config. For KL the calibration images are written
+already letterboxed or resized exactly as edgepack preprocesses, so MNN's own resize is the identity
+and its mean/normal match the spec; EMA reads the calibration tensors themselves.
 
 How edgepack drives MNN's quantizer (measured with MNN 3.6.1, tools/quantization/calibration.cpp):
 - default: feature method EMA, weights MAX_ABS, `winogradOpt` false (EMA turns it on by
@@ -95,7 +96,7 @@ open(job["result"], "w").write(json.dumps({"seconds": seconds, "images": count})
 EMA_THREADS = 1
 RASTER = re.compile(r"^(.*)_raster_\d+$")
 BASE_CONFIG = {"weight_quantize_method": "MAX_ABS"}
-EMA_CONFIG = {"feature_quantize_method": "EMA", "winogradOpt": False}
+EMA_CONFIG = {"feature_quantize_method": "EMA", "winogradOpt": False}  # the tool's equivalent of EMA_SNIPPET (tests compare them)
 KL_CONFIG = {"feature_quantize_method": "KL"}
 
 
