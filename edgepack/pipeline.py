@@ -418,7 +418,7 @@ class Build:
         fmt: TargetFormat = FORMATS.get(planned.format)()
         job_dir = work / planned.id
         job_dir.mkdir()
-        job = ConversionJob(model, planned.precision, job_dir, self.spec, labels, name, calibration)
+        job = ConversionJob(model, planned.precision, job_dir, self.spec, labels, name, calibration, shared_dir=work)
         start = time.perf_counter()
         with console.step("Converting", planned.id) as s:
             converted = fmt.convert(job)

@@ -54,6 +54,7 @@ class ConversionJob:
     labels: list[str] | None
     model_name: str
     calibration: Callable[[], np.ndarray] | None = None  # N x C x H x W float32, loaded on demand
+    shared_dir: Path | None = None  # the build's scratch folder: work every artifact needs, done once
 
 
 @dataclass

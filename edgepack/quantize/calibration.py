@@ -19,9 +19,10 @@ NUM_BINS = 2048
 TARGET_BINS = 128
 KL_EPS = 1e-4
 FINE_PER_BIN = 16
-# Activations this much smaller than the blob's absmax count as zero: one CPU's SiLU gives exact
-# zeros (skipped by ncnn's histogram), another gives denormals that land in bin 0 and can move
-# the KL optimum by 2x. Treating both as zero keeps tables stable across machines.
+# Activations this much smaller than the largest in the same tensor count as zero: one CPU's SiLU
+# gives exact zeros (skipped by ncnn's histogram), another gives denormals that land in bin 0 and
+# can move the KL optimum by 2x. Treating both as zero keeps tables stable across machines; taking
+# the tensor's own peak (not the running absmax) keeps them independent of the image order.
 TINY_RELATIVE = 1e-7
 PERCENTILE = 99.99
 METHODS = ("minmax", "percentile", "kl")
@@ -45,7 +46,7 @@ class BlobStats:
         if peak >= self.top:
             self._grow(peak)
         a = np.abs(x.ravel())
-        a = a[a > self.absmax * TINY_RELATIVE]  # exact zeros and denormal-sized values are not counted
+        a = a[a > peak * TINY_RELATIVE]  # exact zeros and denormal-sized values are not counted
         n = len(self.fine)
         index = np.minimum((a * (n / self.top)).astype(np.int64), n - 1)
         self.fine += np.bincount(index, minlength=n)

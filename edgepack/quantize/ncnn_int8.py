@@ -10,8 +10,10 @@ layer's lines keeps that layer in float):
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,9 +145,23 @@ def calibrate(
         net.load_model(str(bin_path))
         return net
 
-    def measure(images: np.ndarray) -> dict[str, BlobStats]:
+    next_image, take_lock, failed = itertools.count(), threading.Lock(), threading.Event()
+
+    def measure(_worker: int) -> dict[str, BlobStats]:
+        try:
+            return measure_until_done()
+        except BaseException:
+            failed.set()  # the other nets stop at their next image too
+            raise
+
+    def measure_until_done() -> dict[str, BlobStats]:
         net, stats = load(), {blob: BlobStats(histogram=want_histograms) for blob in blobs}
-        for x in images:
+        while True:
+            with take_lock:
+                index = next(next_image)
+            if index >= len(calibration) or failed.is_set():
+                return stats
+            x = calibration[index]
             ex = net.create_extractor()
             ex.set_light_mode(True)
             ex.input(input_blob, ncnn.Mat(np.ascontiguousarray(x[0], np.float32)))
@@ -154,14 +170,19 @@ def calibrate(
                 if ex.extract(blob, mat) != 0:
                     raise ConversionError(f"ncnn int8: cannot extract blob {blob} during calibration")
                 stats[blob].add(np.asarray(mat))
-        return stats
 
-    # one single-threaded net per core, each on its share of the images, merged at the end: ncnn
-    # and numpy release the GIL, and no OpenMP threads spin waiting for each other (with one net
-    # on all cores a busy machine made 2 threads 50x slower than 1)
+    # one single-threaded net per core, each taking the next image until none is left, merged at
+    # the end: ncnn and numpy release the GIL, no OpenMP threads spin waiting for each other (with
+    # one net on all cores a busy machine made 2 threads 50x slower than 1), and a core slowed by
+    # other work takes fewer images instead of holding up the end. The statistics do not depend on
+    # which net saw which image (calibration.BlobStats), so the table is the same on any machine.
     workers = max(1, min(threads or os.cpu_count() or 1, len(calibration)))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        parts = list(pool.map(measure, [calibration[i::workers] for i in range(workers)]))
+        try:
+            parts = list(pool.map(measure, range(workers)))
+        except BaseException:  # Ctrl-C or SIGTERM here: the nets stop at their next image
+            failed.set()
+            raise
     stats = parts[0]
     for part in parts[1:]:
         for blob, blob_stats in part.items():

@@ -126,3 +126,37 @@ def test_check_images_are_the_first_images_with_objects(tmp_path, with_objects, 
     assert (len(found) >= agreement.MIN_OBJECT_IMAGES) == with_objects
     assert np.array_equal(picked, x[expected])
     assert all(np.array_equal(r, f[expected]) for r, f in zip(reference, full))
+
+
+def test_check_images_are_scanned_once_per_build(tmp_path, monkeypatch):
+    """Every int8 format's child process needs the same check images: the first to ask scans,
+    the others load its file from the build's scratch folder (same arrays, no second scan)."""
+    import dataclasses
+
+    from edgepack.formats.base import ConversionJob
+    from edgepack.preprocess import generated_images, preprocess
+    from edgepack.quantize import agreement
+    from edgepack.sources.base import load_source
+    from edgepack.spec import load_spec
+
+    spec = load_spec(overrides={"task": "detect"})
+    model = load_source(spec.model, tmp_path)
+    x = np.stack([preprocess(image, spec.model, tuple(model.input_shape))[0] for image in generated_images(20, 5, model.image_size)])
+    np.save(tmp_path / "calibration.npy", x.astype(np.float32))
+    shared = tmp_path / "build"
+    shared.mkdir()
+
+    def job_in_a_new_process():  # a fresh model cache, as in another child process
+        fresh = dataclasses.replace(model, cache={})
+        return ConversionJob(fresh, "int8", tmp_path, spec, None, "m", lambda: np.load(tmp_path / "calibration.npy", mmap_mode="c"),
+                             shared_dir=shared)
+
+    scans = []
+    real_scan = agreement._scan_check_images
+    monkeypatch.setattr(agreement, "_scan_check_images", lambda job: scans.append(1) or real_scan(job))
+    first_inputs, first_reference = agreement.check_images(job_in_a_new_process())
+    second_inputs, second_reference = agreement.check_images(job_in_a_new_process())
+    assert len(scans) == 1
+    assert np.array_equal(first_inputs, second_inputs) and len(first_reference) == len(second_reference) == len(model.output_names)
+    assert all(np.array_equal(a, b) for a, b in zip(first_reference, second_reference))
+    assert sorted(p.name for p in shared.iterdir()) == ["int8_check.lock", "int8_check.npz"]  # no partial file left

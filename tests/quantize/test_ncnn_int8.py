@@ -95,6 +95,14 @@ def test_table_format_and_scales(fp32_model, calibration, tmp_path):
         ncnn_int8.Table.parse("conv_0_param_0 abc\n")
 
 
+def test_table_does_not_depend_on_how_many_nets_calibrate(fp32_model, calibration):
+    """Each net takes the next image, so which net sees which image varies from run to run and
+    machine to machine; the table (histograms and KL thresholds included) must not."""
+    param_path, bin_path = fp32_model
+    tables = [ncnn_int8.calibrate(param_path, bin_path, "in0", calibration, "kl", threads=n).text() for n in (1, 2, 3)]
+    assert tables[0] == tables[1] == tables[2]
+
+
 def test_rewrite_follows_ncnn_format(fp32_model, calibration, tmp_path):
     param_path, bin_path = fp32_model
     table = ncnn_int8.calibrate(param_path, bin_path, "in0", calibration, "minmax")
