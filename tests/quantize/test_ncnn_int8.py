@@ -103,6 +103,33 @@ def test_table_does_not_depend_on_how_many_nets_calibrate(fp32_model, calibratio
     assert tables[0] == tables[1] == tables[2]
 
 
+def test_packed_blobs_are_read_in_place_value_for_value(fp32_model, calibration):
+    """Calibration reads packed blobs (channels interleaved 4/8/16 at a time) as views instead of
+    letting ncnn unpack them: every blob must hold exactly the values of ncnn's own unpacked one."""
+    param_path, bin_path = fp32_model
+    param = ParamFile.read(param_path)
+    net = ncnn.Net()
+    strict_fp32(net.opt)
+    net.load_param(str(param_path))
+    net.load_model(str(bin_path))
+    packs = set()
+    for blob in {top for layer in param.layers for top in layer.tops}:
+        packed, unpacked = net.create_extractor(), net.create_extractor()
+        packed.input("in0", ncnn.Mat(np.ascontiguousarray(calibration[0][0])))
+        unpacked.input("in0", ncnn.Mat(np.ascontiguousarray(calibration[0][0])))
+        probe = ncnn.Mat()
+        packed.extract(blob, probe, 1)
+        pack = probe.elempack
+        packs.add(pack)
+        values = ncnn_int8._blob_values(packed, blob)
+        expected = np.array(unpacked.extract(blob)[1])
+        assert values.size == expected.size, blob
+        if pack > 1:  # channel groups of `pack` interleaved channels -> channels
+            values = values.reshape(values.shape[0], -1, pack).transpose(0, 2, 1)
+        np.testing.assert_array_equal(values.reshape(expected.shape), expected, err_msg=blob)
+    assert packs - {1}, "no packed blob in the model: the test would prove nothing"
+
+
 def test_rewrite_follows_ncnn_format(fp32_model, calibration, tmp_path):
     param_path, bin_path = fp32_model
     table = ncnn_int8.calibrate(param_path, bin_path, "in0", calibration, "minmax")
