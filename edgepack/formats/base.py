@@ -54,7 +54,8 @@ class ConversionJob:
     labels: list[str] | None
     model_name: str
     calibration: Callable[[], np.ndarray] | None = None  # N x C x H x W float32, loaded on demand
-    shared_dir: Path | None = None  # the build's scratch folder: work every artifact needs, done once
+    # the build's scratch folder (one model, one calibration set): work every artifact needs, done once
+    shared_dir: Path | None = None
 
 
 @dataclass

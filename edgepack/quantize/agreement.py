@@ -22,6 +22,11 @@ from typing import Any
 
 import numpy as np
 
+try:
+    import fcntl  # the lock around the check images the build's processes share
+except ImportError:  # Windows: no lock, so each process scans for itself
+    fcntl = None
+
 from edgepack.formats.base import ConversionJob, HostRunner
 
 # Floors of the int8 check; the box-F1 floor is the validator's int8 task floor.
@@ -158,7 +163,7 @@ def check_images(job: ConversionJob) -> tuple[np.ndarray, list[np.ndarray]]:
     key = ("int8_check", id(job.calibration))
     if key in job.model.cache:
         return job.model.cache[key]
-    if job.shared_dir is None:
+    if job.shared_dir is None or fcntl is None:
         result = _scan_check_images(job)
     else:
         shared = job.shared_dir / "int8_check.npz"
@@ -179,11 +184,6 @@ def check_images(job: ConversionJob) -> tuple[np.ndarray, list[np.ndarray]]:
 @contextlib.contextmanager
 def _exclusive(lock_path: Path) -> Iterator[None]:
     """An advisory lock between the build's processes (released by the OS if one dies)."""
-    try:
-        import fcntl
-    except ImportError:  # no fcntl (Windows): each process scans for itself
-        yield
-        return
     with open(lock_path, "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:

@@ -199,26 +199,30 @@ def calibrate(
 
 
 def _blob_values(extractor: Any, blob: str) -> np.ndarray:
-    """Every value of a blob, in ncnn's memory order (the statistics do not depend on it), as a
-    view: ncnn's default extraction unpacks a packed blob (8 or 16 channels interleaved) into a
-    new fp32 Mat, 1 s of a 10 s calibration at 640, and the Python binding cannot show a packed
-    Mat to numpy. A packed fp32 Mat is `c` channel groups of w x h x d x elempack floats, one
-    every cstep x elempack floats: described so, as a 2-D fp32 Mat, numpy reads it in place."""
+    """Every value of a blob as fp32, in ncnn's memory order (the statistics do not depend on it).
+    ncnn's default extraction unpacks a packed blob (4, 8 or 16 channels interleaved) into a new
+    Mat, 1 s of a 10 s calibration at 640; extracted as the layer left it, the blob is only
+    copied (ncnn clones what its pool owns, so the memory is ours). The Python binding cannot
+    show a packed Mat to numpy, but a packed fp32 Mat is `c` channel groups of w x h x d x
+    elempack floats, one group every cstep x elempack floats: described so, as a 2-D fp32 Mat,
+    numpy reads it without another copy."""
     import ncnn
 
-    mat = ncnn.Mat()
-    if extractor.extract(blob, mat, 1) != 0:  # 1: as the layer left it (packed, fp32 here)
-        raise ConversionError(f"ncnn int8: cannot extract blob {blob} during calibration")
-    if mat.elempack == 1:
-        return np.asarray(mat)
-    if mat.elemsize != 4 * mat.elempack:  # not fp32 (never with strict fp32): let ncnn convert it
+    def extracted(kind: int) -> Any:
         mat = ncnn.Mat()
-        extractor.extract(blob, mat)
+        if extractor.extract(blob, mat, kind) != 0 or mat.dims == 0:
+            raise ConversionError(f"ncnn int8: cannot extract blob {blob} during calibration")
+        return mat
+
+    mat = extracted(1)  # 1: as the layer left it (packed, and fp32 with strict fp32 options)
+    if mat.elemsize != 4 * mat.elempack:  # fp16/bf16 storage slipped through: ncnn converts to fp32
+        mat = extracted(0)
+    if mat.elempack == 1:
         return np.asarray(mat)
     per_group = mat.w * mat.h * mat.d * mat.elempack
     groups, stride = (mat.c, mat.cstep * mat.elempack) if mat.dims >= 3 else (1, per_group)
     mat.dims, mat.w, mat.h, mat.d, mat.c, mat.elemsize, mat.elempack = 2, stride, groups, 1, 1, 4, 1
-    return np.asarray(mat)[:, :per_group]  # the view keeps `mat`, and so the blob, alive
+    return np.asarray(mat)[:, :per_group]  # the view holds `mat`, which holds the copy
 
 
 def apply_table(param_path: Path, bin_path: Path, table: Table, out_param: Path, out_bin: Path) -> dict[str, Any]:

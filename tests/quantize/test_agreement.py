@@ -160,3 +160,37 @@ def test_check_images_are_scanned_once_per_build(tmp_path, monkeypatch):
     assert np.array_equal(first_inputs, second_inputs) and len(first_reference) == len(second_reference) == len(model.output_names)
     assert all(np.array_equal(a, b) for a, b in zip(first_reference, second_reference))
     assert sorted(p.name for p in shared.iterdir()) == ["int8_check.lock", "int8_check.npz"]  # no partial file left
+
+
+def test_check_images_scan_is_not_repeated_by_processes_asking_at_once(tmp_path, monkeypatch):
+    """Formats' processes ask for the check images at about the same time: the lock makes the
+    later ones wait for the first one's file instead of scanning too (threads here: flock locks
+    separate opens of the lock file against each other as it does separate processes)."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from edgepack.quantize import agreement
+
+    scans = []
+
+    def slow_scan(job):
+        scans.append(1)
+        time.sleep(0.5)
+        return np.ones((2, 3, 8, 8), np.float32), [np.zeros((2, 5), np.float32), np.ones((2, 1), np.float32)]
+
+    monkeypatch.setattr(agreement, "_scan_check_images", slow_scan)
+    jobs = [SimpleNamespace(model=SimpleNamespace(cache={}), calibration=None, shared_dir=tmp_path) for _ in range(3)]
+    results = [None] * len(jobs)
+
+    def ask(i):
+        results[i] = agreement.check_images(jobs[i])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(scans) == 1
+    for inputs, outputs in results:
+        assert inputs.shape == (2, 3, 8, 8) and [o.shape for o in outputs] == [(2, 5), (2, 1)] and outputs[1].all()

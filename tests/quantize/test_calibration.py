@@ -159,9 +159,9 @@ def test_statistics_of_parallel_workers_merge_into_the_one_pass_result():
     """ncnn calibration runs one net per core on a share of the images and merges their BlobStats:
     the merged histogram must equal one pass over all batches (tops are powers of two)."""
     rng = np.random.default_rng(6)
-    # one image whose activations are all tiny next to the others' (1e-8): still counted whether
-    # it comes before or after them
-    batches = [rng.normal(0, scale, 40_000).astype(np.float32) for scale in (0.3, 4.0, 1.0, 9.0, 0.7, 1e-8, 2.5)]
+    # first, an image whose activations are all tiny next to the others' (1e-8): counted whether
+    # it comes before the others (one pass) or after them (backwards, and in its worker's share)
+    batches = [rng.normal(0, scale, 40_000).astype(np.float32) for scale in (1e-8, 0.3, 4.0, 1.0, 9.0, 0.7, 2.5)]
     backwards = BlobStats()
     for b in reversed(batches):
         backwards.add(b)
@@ -170,13 +170,14 @@ def test_statistics_of_parallel_workers_merge_into_the_one_pass_result():
         one.add(b)
     parts = [BlobStats(), BlobStats()]
     for i, b in enumerate(batches):
-        parts[i % 2].add(b)
+        parts[(i + 1) % 2].add(b)  # the tiny image comes after a large one in its share
     merged, other = parts
     merged.merge(other)
     assert merged.absmax == one.absmax and merged.top == one.top
     # exactly: which worker saw which batch, and in what order, must not change the table
     np.testing.assert_array_equal(merged.fine, one.fine)
     np.testing.assert_array_equal(backwards.fine, one.fine)
+    assert one.fine.sum() == sum(np.count_nonzero(b) for b in batches)  # nothing of the tiny image was cut
     for method in ("minmax", "percentile", "kl"):
         assert merged.threshold(method) == one.threshold(method) == backwards.threshold(method), method
     nothing = BlobStats()
