@@ -21,7 +21,6 @@ metadata step would use). Only the C++ library is built: CPU only, static, no to
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import platform
@@ -31,13 +30,11 @@ import sys
 import tarfile
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from edgepack.errors import MissingDependencyError
-from edgepack.tools import sha256_file
+from edgepack.tools import exclusive_lock, sha256_file
 
 NCNN_VERSION = "1.0.20261020"
 NCNN_SDIST_URL = ("https://files.pythonhosted.org/packages/b7/50/"
@@ -129,18 +126,6 @@ def require(tool: str, apt_package: str) -> str:
     return found
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One build per cache entry at a time, across processes (pytest workers, parallel CLIs)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _run(argv: list[str], cwd: Path, log: Path, what: str) -> None:
     with open(log, "a") as out:
         out.write(f"$ {' '.join(argv)}\n")
@@ -204,7 +189,7 @@ def ncnn_prefix(arch: str = "x86_64", cache: Path | None = None) -> Path:
         return prefix
     cmake = require("cmake", "cmake")
     require(t.cxx, t.apt_package)
-    with _locked(root / f".{prefix.name}.lock"):
+    with exclusive_lock(root / f".{prefix.name}.lock"):  # one build per cache entry at a time
         if stamp.is_file():  # another process built it while we waited
             return prefix
         for stale in root.glob(f"build-{prefix.name}-*"):  # left by a build that was killed

@@ -13,21 +13,14 @@ so that it cannot be vacuous:
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-try:
-    import fcntl  # the lock around the check images the build's processes share
-except ImportError:  # Windows: no lock, so each process scans for itself
-    fcntl = None
-
 from edgepack.formats.base import ConversionJob, HostRunner
+from edgepack.tools import exclusive_lock
 
 # Floors of the int8 check; the box-F1 floor is the validator's int8 task floor.
 SCORE_COSINE_FLOOR = 0.98
@@ -163,11 +156,11 @@ def check_images(job: ConversionJob) -> tuple[np.ndarray, list[np.ndarray]]:
     key = ("int8_check", id(job.calibration))
     if key in job.model.cache:
         return job.model.cache[key]
-    if job.shared_dir is None or fcntl is None:
+    if job.shared_dir is None:
         result = _scan_check_images(job)
     else:
         shared = job.shared_dir / "int8_check.npz"
-        with _exclusive(job.shared_dir / "int8_check.lock"):
+        with exclusive_lock(job.shared_dir / "int8_check.lock"):
             if shared.exists():
                 with np.load(shared) as saved:
                     result = (saved["inputs"], [saved[f"output_{k}"] for k in range(len(saved.files) - 1)])
@@ -179,17 +172,6 @@ def check_images(job: ConversionJob) -> tuple[np.ndarray, list[np.ndarray]]:
                 os.replace(partial, shared)  # a process killed mid-write leaves no half file to load
     job.model.cache[key] = result
     return result
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """An advisory lock between the build's processes (released by the OS if one dies)."""
-    with open(lock_path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _scan_check_images(job: ConversionJob) -> tuple[np.ndarray, list[np.ndarray]]:
