@@ -54,10 +54,8 @@ class BlobStats:
     def _grow(self, peak: float) -> None:
         top = 2.0 ** (math.floor(math.log2(peak)) + 1)  # > peak
         if self.top > 0:
-            factor = int(round(top / self.top))
-            n = len(self.fine)
-            merged = self.fine.reshape(n // factor, factor).sum(axis=1) if factor < n else self.fine.sum(keepdims=True)
-            self.fine = np.zeros(n, np.float64)
+            merged = _coarsened(self.fine, int(round(top / self.top)))
+            self.fine = np.zeros(len(self.fine), np.float64)
             self.fine[: len(merged)] = merged
         self.top = top
 
@@ -69,9 +67,8 @@ class BlobStats:
         if self.fine is not None and other.fine is not None:
             if other.top > self.top:
                 self._grow(other.top * 0.75)  # -> exactly other.top
-            factor = int(round(self.top / other.top))
-            n = len(self.fine)
-            self.fine[: n // factor] += other.fine.reshape(n // factor, factor).sum(axis=1) if factor > 1 else other.fine
+            coarse = _coarsened(other.fine, int(round(self.top / other.top)))
+            self.fine[: len(coarse)] += coarse
         self.absmax = max(self.absmax, other.absmax)
 
     def histogram(self, bins: int = NUM_BINS) -> np.ndarray:
@@ -123,6 +120,15 @@ class BlobStats:
         """The int8 scale (127 / threshold) for this blob."""
         threshold = self.threshold(method)
         return 1.0 if threshold == 0 else 127.0 / max(threshold, 1e-12)
+
+
+def _coarsened(fine: np.ndarray, factor: int) -> np.ndarray:
+    """A fine histogram on a range `factor` (a power of two) times wider: its bins summed `factor`
+    at a time, the first len(fine) / factor bins of the wider one; when the whole old range lies
+    inside the first new bin (factor >= len(fine), e.g. one worker saw only a near-black image),
+    all of it lands in bin 0."""
+    n = len(fine)
+    return fine.reshape(n // factor, factor).sum(axis=1) if factor < n else fine.sum(keepdims=True)
 
 
 def _piecewise_cdf(values: np.ndarray, x: np.ndarray, cum: np.ndarray | None = None) -> np.ndarray:

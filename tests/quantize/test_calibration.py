@@ -185,6 +185,23 @@ def test_statistics_of_parallel_workers_merge_into_the_one_pass_result():
     assert nothing.absmax == one.absmax and nothing.threshold("kl") == pytest.approx(one.threshold("kl"))
 
 
+def test_a_worker_that_saw_only_a_near_black_image_merges_into_bin_zero():
+    """With each net taking the next image, one net may see only a near-black image: its whole
+    range then lies inside the other's first bin (this failed with a reshape error)."""
+    rng = np.random.default_rng(7)
+    tiny, large = (rng.normal(0, 1e-9, 3_000).astype(np.float32), rng.normal(0, 5.0, 40_000).astype(np.float32))
+    one = BlobStats()
+    one.add(tiny)
+    one.add(large)
+    for first, second in ((large, tiny), (tiny, large)):  # either net's statistics merged into the other's
+        merged, other = BlobStats(), BlobStats()
+        merged.add(first)
+        other.add(second)
+        merged.merge(other)
+        np.testing.assert_array_equal(merged.fine, one.fine)
+        assert merged.threshold("kl") == one.threshold("kl") and merged.absmax == one.absmax
+
+
 def test_minmax_percentile_and_clipping():
     rng = np.random.default_rng(5)
     values = rng.normal(0, 1, 400_000).astype(np.float32)
